@@ -1,0 +1,3 @@
+from dgc_cli.cli import app
+
+app()
