@@ -1,0 +1,504 @@
+"""``DGC``: the scikit-learn-style estimator that the command line drives.
+
+    >>> from dgc_cli import DGC
+    >>> model = DGC(n_clusters=2, random_state=0).fit(X, y)
+    >>> model.predict(X_new)          # Eq. 9: no y needed
+    >>> model.predict(X, y)           # Eq. 8: with y
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dgc_cli import __version__
+from dgc_cli.heads import HEADS, make_head
+from dgc_cli.model import DGCModel
+from dgc_cli.nets import as_spec
+from dgc_cli.train import Schedule, init_prior, pretrain, train
+
+FORMAT_VERSION = 1
+INIT_STRATEGIES = ("gmm", "flat", "ygmm")
+
+
+def resolve_device(device: str) -> torch.device:
+    """auto = cuda, then mps, then cpu; a clear error when the asked device is absent."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device 'mps' was asked for but Apple MPS is not available; use --device cpu or auto")
+    if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or mps")
+    return torch.device(device)
+
+
+def infer_task(y) -> str:
+    """categorical for strings, booleans and few integer levels; survival for an (n, 2) array of
+    (time > 0, event in {0, 1}); continuous otherwise."""
+    y = np.asarray(y)
+    if y.dtype.kind in "OUSb":
+        return "categorical"
+    if y.ndim == 2 and y.shape[1] == 2 and np.isin(y[:, 1], (0, 1)).all() and (y[:, 0] > 0).all():
+        return "survival"
+    if y.ndim == 1 and (y.dtype.kind in "iu" or np.all(np.mod(y, 1) == 0)) and len(np.unique(y)) <= 20:
+        return "categorical"
+    return "continuous"
+
+
+class DGC:
+    """Deep Goal-Oriented Clustering (Shi et al.): a VAE with a Gaussian-mixture prior and a
+    per-cluster task head p(y|z,c), so that the response y steers which grouping is found.
+
+    Parameters
+    ----------
+    n_clusters : int
+        Number of clusters K.
+    task : {"auto", "categorical", "continuous", "survival"} or a registered head name
+        The response type; survival takes y as an (n, 2) array of (time, event).
+    latent_dim : int
+        Dimension J of z.
+    encoder, decoder : sequence of int or dict
+        Network specs (see ``dgc_cli.nets``); the decoder defaults to the mirrored encoder.
+    head : sequence of int
+        Hidden widths of the task network before its per-cluster outputs.
+    activation : str
+        relu, sigmoid, tanh, elu, leaky_relu or gelu.
+    epochs, pretrain_epochs, batch_size : int or None
+        None picks defaults from the data size.
+    lr, lr_decay, lr_decay_every : float, float, int
+        Adam's learning rate, multiplied by ``lr_decay`` every ``lr_decay_every`` epochs.
+    entropy_reg : bool
+        The regulariser of Eq. 7 (and Eq. 8 rather than Eq. 6); needed for Eq. 9.
+    mc_samples : int
+        Monte Carlo samples of z per row (M).
+    init : {"auto", "gmm", "flat", "ygmm"}
+        Mixture initialisation; auto tries several and keeps the one whose clusters best explain
+        y on held-out rows (see docs/method.md).
+    y_weight : float
+        Temper p(y|z,c)^w in the training posterior and the ensemble term; 1 is the paper.
+    x_likelihood : "auto", "gaussian", "bernoulli" or list of (kind, width)
+        Reconstruction likelihood by column block (gaussian, bernoulli, categorical).
+    use_decoder : bool
+        False gives the paper's ablation without the decoder.
+    device : {"auto", "cpu", "cuda", "mps"}
+    precision : {"32", "bf16"}
+        bf16 autocast on CUDA; the mixture math stays in float32.
+    random_state : int or None
+    """
+
+    def __init__(self, n_clusters=3, task="auto", latent_dim=10, encoder=(128, 64), decoder=None,
+                 head=(32,), activation="relu", epochs=None, pretrain_epochs=None, batch_size=None,
+                 lr=1e-3, lr_decay=0.9, lr_decay_every=10, entropy_reg=True, mc_samples=1,
+                 init="auto", y_weight=1.0, x_likelihood="auto", learn_x_variance=False,
+                 use_decoder=True, device="auto", precision="32", random_state=None):
+        self.n_clusters = n_clusters
+        self.task = task
+        self.latent_dim = latent_dim
+        self.encoder = encoder
+        self.decoder = decoder
+        self.head = head
+        self.activation = activation
+        self.epochs = epochs
+        self.pretrain_epochs = pretrain_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.lr_decay = lr_decay
+        self.lr_decay_every = lr_decay_every
+        self.entropy_reg = entropy_reg
+        self.mc_samples = mc_samples
+        self.init = init
+        self.y_weight = y_weight
+        self.x_likelihood = x_likelihood
+        self.learn_x_variance = learn_x_variance
+        self.use_decoder = use_decoder
+        self.device = device
+        self.precision = precision
+        self.random_state = random_state
+
+    # --- scikit-learn plumbing --------------------------------------------------------------
+    _PARAMS = ("n_clusters", "task", "latent_dim", "encoder", "decoder", "head", "activation",
+               "epochs", "pretrain_epochs", "batch_size", "lr", "lr_decay", "lr_decay_every",
+               "entropy_reg", "mc_samples", "init", "y_weight", "x_likelihood",
+               "learn_x_variance", "use_decoder", "device", "precision", "random_state")
+
+    def get_params(self, deep=True) -> dict:
+        return {name: getattr(self, name) for name in self._PARAMS}
+
+    def set_params(self, **params) -> DGC:
+        for name, value in params.items():
+            if name not in self._PARAMS:
+                raise ValueError(f"invalid parameter {name!r} for DGC")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        return f"DGC(n_clusters={self.n_clusters}, task={self.task!r}, latent_dim={self.latent_dim})"
+
+    # --- building ---------------------------------------------------------------------------
+    def _x_array(self, X) -> np.ndarray:
+        X = np.asarray(X.to_numpy() if hasattr(X, "to_numpy") else X, dtype=np.float32)
+        if X.ndim == 1:
+            X = X[:, None]
+        if not np.isfinite(X).all():
+            raise ValueError("X holds NaN or infinite values; impute them first (dgc fit does)")
+        return X
+
+    def _blocks(self, X: np.ndarray):
+        width = int(np.prod(X.shape[1:]))
+        spec = self.x_likelihood
+        if spec == "auto":
+            images = X.ndim == 4 and X.min() >= 0 and X.max() <= 1
+            spec = "bernoulli" if images else "gaussian"
+        if isinstance(spec, str):
+            return [(spec, width)]
+        blocks = [(str(k), int(w)) for k, w in spec]
+        if sum(w for _, w in blocks) != width:
+            raise ValueError(f"x_likelihood blocks cover {sum(w for _, w in blocks)} columns, X has {width}")
+        return blocks
+
+    def _schedule(self, n: int, images: bool) -> Schedule:
+        batch = self.batch_size or (128 if images else min(256, max(32, n // 8)))
+        steps_per_epoch = math.ceil(n / batch)
+        # Tabular default: about 3,000 optimiser steps, within 30..300 epochs.
+        epochs = self.epochs or (30 if images else int(np.clip(3000 / steps_per_epoch, 30, 300)))
+        pre = self.pretrain_epochs if self.pretrain_epochs is not None else max(5, epochs // 5)
+        return Schedule(epochs=epochs, pretrain_epochs=pre, batch_size=batch, lr=self.lr,
+                        lr_decay=self.lr_decay, lr_decay_every=self.lr_decay_every,
+                        mc_samples=self.mc_samples, entropy_reg=self.entropy_reg,
+                        y_weight=self.y_weight, use_decoder=self.use_decoder,
+                        precision=self.precision)
+
+    def _config(self) -> dict:
+        """Everything needed to rebuild the network (JSON); weights go to safetensors."""
+        enc = as_spec(self.encoder, self.activation)
+        if self.decoder is not None:
+            dec = as_spec(self.decoder, self.activation)
+        elif enc["type"] == "mlp":
+            dec = {**enc, "widths": list(reversed(enc["widths"]))}
+        else:
+            raise ValueError("an image (conv) encoder needs an explicit decoder spec")
+        return {"x_shape": list(self.x_shape_), "latent_dim": self.latent_dim,
+                "n_clusters": self.n_clusters, "encoder": enc, "decoder": dec,
+                "head": {"task": self.task_, "widths": list(self.head),
+                         "activation": self.activation, "meta": self.head_meta_},
+                "blocks": [list(b) for b in self.blocks_],
+                "learn_x_variance": self.learn_x_variance}
+
+    @staticmethod
+    def _build(cfg: dict) -> DGCModel:
+        h = cfg["head"]
+        head = make_head(h["task"], cfg["latent_dim"], cfg["n_clusters"], h["widths"],
+                         h["activation"], h["meta"])
+        return DGCModel(cfg["x_shape"], cfg["latent_dim"], cfg["n_clusters"], cfg["encoder"],
+                        cfg["decoder"], head, cfg["blocks"], cfg["learn_x_variance"])
+
+    # --- fitting ----------------------------------------------------------------------------
+    def fit(self, X, y, callback=None) -> DGC:
+        """Fit on rows X with response y; ``callback(event)`` receives progress dicts."""
+        X = self._x_array(X)
+        y = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
+        if len(y) != len(X):
+            raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
+        if self.n_clusters < 1 or self.n_clusters > len(X):
+            raise ValueError(f"n_clusters={self.n_clusters} must be between 1 and the number of rows ({len(X)})")
+        self.task_ = infer_task(y) if self.task == "auto" else self.task
+        if self.task_ not in HEADS:
+            raise ValueError(f"unknown task {self.task_!r}; registered heads: {sorted(HEADS)}")
+        seed = int(np.random.SeedSequence(self.random_state).generate_state(1)[0] % 2**31) \
+            if self.random_state is None else int(self.random_state)
+        self.device_ = resolve_device(self.device)
+        self.x_shape_ = X.shape[1:]
+        self.n_features_in_ = int(np.prod(self.x_shape_))
+        self.blocks_ = self._blocks(X)
+        self.head_meta_ = HEADS[self.task_].fit_response(y)
+        if self.task_ == "categorical":
+            self.classes_ = np.asarray(self.head_meta_["classes"])
+        sched = self._schedule(len(X), X.ndim == 4)
+        self.schedule_ = sched
+        xt = torch.as_tensor(X, device=self.device_)
+        strategies = list(INIT_STRATEGIES[:2]) if self.init == "auto" else [self.init]
+        self.init_report_ = []
+        best = None
+        for strategy in strategies:
+            model, history = self._fit_once(strategy, xt, y, sched, seed, callback)
+            report = {"init": strategy, **self._selection_scores(model, xt, y)}
+            self.init_report_.append(report)
+            if best is None or report["criterion"] > best[2]["criterion"]:
+                best = (model, history, report)
+        self.model_, self.history_, chosen = best
+        self.init_ = chosen["init"]
+        self.labels_ = self.predict(X, y)
+        return self
+
+    def _fit_once(self, strategy, xt, y, sched, seed, callback):
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        generator = torch.Generator().manual_seed(seed)
+        model = self._build(self._config()).to(self.device_)
+        yt = model.head.encode(y).to(self.device_)
+        pretrain(model, xt, sched, generator, callback)
+        y_features = None
+        if strategy == "ygmm":
+            y_features = _response_features(model.head, yt)
+        init_prior(model, xt, strategy, seed, y_features)
+        if callback:
+            callback({"stage": "init", "epoch": 1, "epochs": 1, "loss": float("nan"),
+                      "terms": {}, "init": strategy})
+        history = train(model, xt, yt, sched, generator, callback)
+        return model, history
+
+    @torch.no_grad()
+    def _selection_scores(self, model, xt, y) -> dict:
+        """Goal-aware criteria for choosing between initialisations (see docs/method.md)."""
+        yt = model.head.encode(y).to(self.device_)
+        log_pred, elbo = [], []
+        for i in range(0, len(xt), 4096):
+            xb, yb = xt[i:i + 4096], yt[i:i + 4096]
+            log_q_test, _, params = model.posterior(xb, None, self.entropy_reg)
+            log_p_y = model.head.log_likelihood(params, yb)
+            log_pred.append(torch.logsumexp(log_q_test + log_p_y, 1))  # log p(y|x), Eq. 9 weights
+            elbo.append(model.terms(xb, yb, 1, self.entropy_reg, self.y_weight, self.use_decoder).elbo)
+        log_pred = torch.cat(log_pred).mean().item()
+        return {"log_predictive_y": log_pred, "elbo": torch.cat(elbo).mean().item(),
+                "criterion": log_pred}
+
+    # --- inference --------------------------------------------------------------------------
+    def _check_fitted(self):
+        if not hasattr(self, "model_"):
+            raise RuntimeError("this DGC is not fitted yet; call fit first")
+
+    @torch.no_grad()
+    def _posterior(self, X, y=None, batch_size=8192):
+        """log q(c|x) (Eq. 8 with y, Eq. 9 without), z means and head parameters, batched."""
+        self._check_fitted()
+        X = self._x_array(X)
+        model = self.model_.eval()
+        yt = model.head.encode(y) if y is not None else None
+        out_q, out_z, out_p = [], [], []
+        for i in range(0, len(X), batch_size):
+            xb = torch.as_tensor(X[i:i + batch_size], device=self.device_)
+            yb = yt[i:i + batch_size].to(self.device_) if yt is not None else None
+            log_q, z, params = model.posterior(xb, yb, self.entropy_reg, self.y_weight)
+            out_q.append(log_q)
+            out_z.append(z)
+            out_p.append(params)
+        params = _cat_params(out_p)
+        return torch.cat(out_q), torch.cat(out_z), params
+
+    def predict_proba(self, X, y=None) -> np.ndarray:
+        """q(c|x): Eq. 9 without y, Eq. 8 with y. Rows sum to 1."""
+        log_q, _, _ = self._posterior(X, y)
+        return log_q.exp().double().cpu().numpy()
+
+    def predict(self, X, y=None) -> np.ndarray:
+        """Most probable cluster per row (Eq. 9 without y, Eq. 8 with y)."""
+        log_q, _, _ = self._posterior(X, y)
+        return log_q.argmax(1).cpu().numpy()
+
+    def transform(self, X) -> np.ndarray:
+        """Latent means mu~(x), n x latent_dim."""
+        _, z, _ = self._posterior(X)
+        return z.cpu().numpy()
+
+    def predict_response(self, X) -> np.ndarray:
+        """The ensemble prediction sum_k q_k E[y|z,k] with q from Eq. 9: class probabilities
+        (categorical), values (continuous) or a risk score, higher = earlier event (survival)."""
+        log_q, _, params = self._posterior(X)
+        head = self.model_.head
+        pred = head.predict(params, log_q.exp())
+        if self.task_ == "continuous":
+            return head.decode(pred)
+        return pred.double().cpu().numpy()
+
+    def predict_survival_function(self, X, times) -> np.ndarray:
+        """S(t|x) = sum_k q_k S_k(t) at ``times`` (in the data's units): n x T."""
+        self._require("survival")
+        log_q, _, params = self._posterior(X)
+        head = self.model_.head
+        t = torch.as_tensor(np.asarray(times, dtype=np.float64) / head.meta["time_scale"],
+                            dtype=torch.float32, device=self.device_).clamp(min=1e-12)
+        log_s = torch.logsumexp(log_q.unsqueeze(-1) + head.log_survival(params, t), dim=1)
+        return log_s.exp().double().cpu().numpy()
+
+    def predict_median_time(self, X) -> np.ndarray:
+        """Median of the mixture's survival time per row, by bisection on log t."""
+        self._require("survival")
+        log_q, _, (log_lambda, log_k) = self._posterior(X)
+        lo = torch.full((len(log_q),), -20.0, device=log_q.device)
+        hi = torch.full((len(log_q),), 20.0, device=log_q.device)
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            ratio = mid.unsqueeze(1) - log_lambda
+            log_s = torch.logsumexp(log_q - torch.exp(torch.exp(log_k) * ratio), 1)
+            above = log_s > math.log(0.5)
+            lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
+        return (torch.exp((lo + hi) / 2).double().cpu().numpy()
+                * self.model_.head.meta["time_scale"])
+
+    def _require(self, task):
+        self._check_fitted()
+        if self.task_ != task:
+            raise ValueError(f"this model's task is {self.task_!r}, not {task!r}")
+
+    @torch.no_grad()
+    def elbo_terms(self, X, y, batch_size=8192) -> dict:
+        """Mean of each term of the regularised ELBO over the rows (one sample of z)."""
+        self._check_fitted()
+        X = self._x_array(X)
+        yt = self.model_.head.encode(y)
+        sums, n = {}, len(X)
+        for i in range(0, n, batch_size):
+            xb = torch.as_tensor(X[i:i + batch_size], device=self.device_)
+            t = self.model_.terms(xb, yt[i:i + batch_size].to(self.device_), self.mc_samples,
+                                  self.entropy_reg, self.y_weight, self.use_decoder)
+            for k, v in {**t.means(), "elbo": t.elbo.mean()}.items():
+                sums[k] = sums.get(k, 0.0) + v.item() * len(xb)
+        return {k: v / n for k, v in sums.items()}
+
+    def score(self, X, y) -> float:
+        """Mean regularised ELBO per row (higher is better)."""
+        return self.elbo_terms(X, y)["elbo"]
+
+    @torch.no_grad()
+    def log_predictive_y(self, X, y) -> float:
+        """Mean over rows of log p(y|x) = log sum_k q_test(k|x) p(y|z,k): how well the clusters
+        and their heads explain y from x alone (Eq. 9 weights). Continuous y is measured on the
+        standardised scale."""
+        log_q, _, params = self._posterior(X)
+        yt = self.model_.head.encode(y).to(self.device_)
+        log_p_y = self.model_.head.log_likelihood(params, yt)
+        return torch.logsumexp(log_q + log_p_y, 1).mean().item()
+
+    @torch.no_grad()
+    def sample(self, n: int, random_state=None):
+        """Draw from the generative model: c ~ Cat(pi), z ~ N(mu_c, sigma2_c), x ~ p(x|z),
+        y ~ p(y|z,c). Returns (c, z, x_mean, y); x is the decoder's mean (or probabilities)."""
+        self._check_fitted()
+        g = torch.Generator().manual_seed(0 if random_state is None else int(random_state))
+        m = self.model_
+        c = torch.multinomial(m.log_pi.exp().cpu(), n, replacement=True, generator=g)
+        eps = torch.randn(n, m.latent_dim, generator=g)
+        z = (m.mu.cpu()[c] + torch.exp(0.5 * m.log_sigma2.cpu()[c]) * eps).to(self.device_)
+        x = m.decode(z)
+        kinds = {k for k, _ in m.blocks}
+        if kinds == {"bernoulli"}:
+            x = torch.sigmoid(x)
+        params = m.head(z)
+        y = m.head.sample(params)  # B x K x ...: keep the drawn cluster's
+        y = y[torch.arange(n), c.to(y.device)]
+        if self.task_ == "continuous":
+            y = torch.as_tensor(m.head.decode(y))
+        elif self.task_ == "categorical":
+            y = torch.as_tensor(np.arange(len(self.classes_)))[y.cpu()]
+        elif self.task_ == "survival":
+            y = y * m.head.meta["time_scale"]
+        return c.numpy(), z.cpu().numpy(), x.cpu().numpy(), np.asarray(y.cpu())
+
+    # --- persistence ------------------------------------------------------------------------
+    def save(self, folder, extra_config: dict | None = None) -> Path:
+        """Write ``config.json`` and ``weights.safetensors`` into ``folder`` (no pickle)."""
+        from safetensors.torch import save_file
+
+        self._check_fitted()
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        config = {"format": "dgc-model", "format_version": FORMAT_VERSION,
+                  "dgc_version": __version__, "torch_version": torch.__version__,
+                  "params": _jsonable(self.get_params()), "network": self._config(),
+                  "task": self.task_, "init": self.init_, "init_report": self.init_report_,
+                  "history": self.history_, "extra": extra_config or {}}
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
+        tmp = folder / "weights.safetensors.tmp"
+        save_file(state, str(tmp))
+        tmp.replace(folder / "weights.safetensors")
+        tmp = folder / "config.json.tmp"
+        tmp.write_text(json.dumps(config, indent=2))
+        tmp.replace(folder / "config.json")
+        return folder
+
+    @staticmethod
+    def read_config(folder) -> dict:
+        """Read and check a model folder's config.json (clear errors for bad folders)."""
+        folder = Path(folder)
+        path = folder / "config.json"
+        if not folder.is_dir():
+            raise FileNotFoundError(f"model folder {folder} does not exist")
+        if not path.is_file() or not (folder / "weights.safetensors").is_file():
+            raise FileNotFoundError(f"{folder} is not a dgc model folder (config.json or weights.safetensors missing)")
+        try:
+            config = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is corrupt: {err}") from None
+        if not isinstance(config, dict) or config.get("format") != "dgc-model":
+            raise ValueError(f"{path} is not a dgc model config")
+        if config.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{path} has model format {config.get('format_version')}, this dgc "
+                             f"{__version__} reads format {FORMAT_VERSION}")
+        return config
+
+    @classmethod
+    def load(cls, folder, device="auto") -> DGC:
+        """Rebuild a fitted DGC from a folder written by ``save``; never unpickles."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        config = cls.read_config(folder)
+        params = {**config["params"], "device": device}
+        est = cls(**{k: (tuple(v) if isinstance(v, list) and k in ("encoder", "head") else v)
+                     for k, v in params.items()})
+        net = config["network"]
+        est.task_ = config["task"]
+        est.x_shape_ = tuple(net["x_shape"])
+        est.n_features_in_ = int(np.prod(est.x_shape_))
+        est.blocks_ = [tuple(b) for b in net["blocks"]]
+        est.head_meta_ = net["head"]["meta"]
+        if est.task_ == "categorical":
+            est.classes_ = np.asarray(est.head_meta_["classes"])
+        est.init_, est.init_report_, est.history_ = config["init"], config["init_report"], config["history"]
+        est.device_ = resolve_device(device)
+        model = cls._build(net)
+        try:
+            state = load_file(str(Path(folder) / "weights.safetensors"))
+            model.load_state_dict(state)
+        except (SafetensorError, RuntimeError, OSError) as err:
+            raise ValueError(f"weights in {folder} cannot be loaded: {str(err).splitlines()[0]}") from None
+        est.model_ = model.to(est.device_).eval()
+        est.extra_ = config.get("extra", {})
+        return est
+
+
+def _response_features(head, yt: torch.Tensor) -> np.ndarray:
+    """The encoded response as features for the y-aware initial mixture."""
+    if head.name == "categorical":
+        return np.eye(len(head.meta["classes"]))[yt.cpu().numpy()]
+    y = yt.cpu().numpy().reshape(len(yt), -1).astype(np.float64)
+    if head.name == "survival":
+        y = np.stack([np.log(y[:, 0]), y[:, 1]], 1)
+    return (y - y.mean(0)) / (y.std(0) + (y.std(0) == 0))
+
+
+def _cat_params(chunks):
+    if isinstance(chunks[0], torch.Tensor):
+        return torch.cat(chunks)
+    return tuple(torch.cat(parts) for parts in zip(*chunks, strict=True))
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return copy.deepcopy(value)

@@ -1,0 +1,149 @@
+"""The training loop (paper, Appendix B): autoencoder pre-training, mixture initialisation,
+then Adam on minus the regularised ELBO with a step decay of the learning rate.
+
+Data live on the training device as tensors; a batch is an index slice of a per-epoch
+permutation, so a step has no per-sample Python overhead and no host synchronisation:
+the epoch's terms are summed on the device and read once at its end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.mixture import GaussianMixture
+
+from dgc_cli.model import DGCModel
+
+Callback = Callable[[dict], None]
+
+
+@dataclass
+class Schedule:
+    """Optimisation settings; every field is a default that the estimator can override."""
+
+    epochs: int = 50
+    pretrain_epochs: int = 10
+    batch_size: int = 256
+    lr: float = 1e-3
+    lr_decay: float = 0.9  # multiply the learning rate by this ...
+    lr_decay_every: int = 10  # ... every this many epochs (paper: 10 % every 10 epochs)
+    mc_samples: int = 1
+    entropy_reg: bool = True
+    y_weight: float = 1.0
+    use_decoder: bool = True
+    use_y: bool = True
+    precision: str = "32"
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast on CUDA when asked; the mixture log-densities stay in float32 because
+    ``log_p_z_given_c`` and the log-softmaxes run on float32 parameters."""
+    if precision == "bf16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator, device, shuffle=True):
+    order = torch.randperm(n, generator=generator).to(device) if shuffle else torch.arange(n, device=device)
+    for start in range(0, n, batch_size):
+        yield order[start:start + batch_size]
+
+
+def pretrain(model: DGCModel, x: torch.Tensor, sched: Schedule, generator, callback=None):
+    """Autoencoder pre-training on reconstruction alone, through the encoder means."""
+    if sched.pretrain_epochs <= 0 or not sched.use_decoder:
+        return
+    params = [p for n, p in model.named_parameters()
+              if n.startswith(("encoder", "to_mu", "decoder"))]
+    opt = torch.optim.Adam(params, lr=sched.lr)
+    for epoch in range(sched.pretrain_epochs):
+        total = torch.zeros((), device=x.device)
+        for idx in batches(len(x), sched.batch_size, generator, x.device):
+            xb = x[idx]
+            with autocast(x.device, sched.precision):
+                mu_q, _ = model.encode(xb)
+                loss = -model.reconstruction(xb, mu_q).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.detach() * len(idx)
+        if callback:
+            callback({"stage": "pretrain", "epoch": epoch + 1, "epochs": sched.pretrain_epochs,
+                      "loss": float(total) / len(x), "terms": {}})
+
+
+@torch.no_grad()
+def latent_means(model: DGCModel, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    return torch.cat([model.encode(x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)])
+
+
+@torch.no_grad()
+def init_prior(model: DGCModel, x: torch.Tensor, strategy: str, seed: int, y_features=None):
+    """Set (pi, mu, sigma2) of the mixture prior.
+
+    gmm: VaDE's recipe, a diagonal GaussianMixture on the pre-trained latent means.
+    flat: uninformative, means near 0 and unit variances, so y decides the clusters first.
+    ygmm: a GaussianMixture on the latent means joined with the (scaled) encoded response,
+          so the first grouping follows y and, inside each response level, the data.
+    """
+    K, J = model.mu.shape
+    if strategy == "flat":
+        g = torch.Generator().manual_seed(seed)
+        model.mu.copy_(0.05 * torch.randn(K, J, generator=g))
+        model.log_sigma2.zero_()
+        model.pi_logits.zero_()
+        return
+    z = latent_means(model, x).float().cpu().numpy().astype(np.float64)
+    feats = z
+    if strategy == "ygmm" and y_features is not None:
+        scale = z.std(0).mean() * 3.0
+        feats = np.concatenate([z, scale * y_features], 1)
+    elif strategy != "gmm":
+        raise ValueError(f"unknown initialisation {strategy!r}; use gmm, flat, ygmm or auto")
+    gmm = GaussianMixture(K, covariance_type="diag", random_state=seed, reg_covar=1e-4,
+                          n_init=1, max_iter=200).fit(feats)
+    model.mu.copy_(torch.as_tensor(gmm.means_[:, :J], dtype=torch.float32))
+    model.log_sigma2.copy_(torch.as_tensor(np.log(gmm.covariances_[:, :J]), dtype=torch.float32))
+    model.pi_logits.copy_(torch.as_tensor(np.log(gmm.weights_), dtype=torch.float32))
+
+
+def train(model: DGCModel, x: torch.Tensor, y, sched: Schedule, generator, callback=None,
+          history=None, epoch_offset=0):
+    """Adam on minus the regularised ELBO; returns the per-epoch history of mean terms."""
+    history = [] if history is None else history
+    opt = torch.optim.Adam(model.parameters(), lr=sched.lr)
+    decay = torch.optim.lr_scheduler.StepLR(opt, step_size=max(sched.lr_decay_every, 1),
+                                            gamma=sched.lr_decay)
+    n = len(x)
+    for epoch in range(sched.epochs):
+        model.train()
+        sums = None
+        for idx in batches(n, sched.batch_size, generator, x.device):
+            yb = y[idx] if (y is not None and sched.use_y) else None
+            with autocast(x.device, sched.precision):
+                terms = model.terms(x[idx], yb, sched.mc_samples, sched.entropy_reg,
+                                    sched.y_weight, sched.use_decoder, generator=None)
+            loss = -terms.elbo.mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step = torch.stack([v.detach().float() for v in terms.means().values()]) * len(idx)
+            sums = step if sums is None else sums + step
+        decay.step()
+        values = (sums / n).tolist()  # the one host synchronisation of the epoch
+        record = dict(zip(("reconstruction", "ensemble", "kl_c", "kl_z", "entropy"), values, strict=True))
+        record["loss"] = -(record["reconstruction"] + record["ensemble"] - record["kl_c"]
+                           - record["kl_z"] - record["entropy"])
+        record.update(stage="train", epoch=epoch_offset + epoch + 1)
+        history.append(record)
+        if callback:
+            callback({"stage": "train", "epoch": epoch + 1, "epochs": sched.epochs,
+                      "loss": record["loss"],
+                      "terms": {k: record[k] for k in ("reconstruction", "ensemble", "kl_c",
+                                                       "kl_z", "entropy")}})
+    model.eval()
+    return history
