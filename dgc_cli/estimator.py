@@ -91,6 +91,8 @@ class DGC:
         Reconstruction likelihood by column block (gaussian, bernoulli, categorical).
     use_decoder : bool
         False gives the paper's ablation without the decoder.
+    use_y : bool
+        False ignores y while training: the model is then VaDE (q(c|x) = p(c|z)).
     device : {"auto", "cpu", "cuda", "mps"}
     precision : {"32", "bf16"}
         bf16 autocast on CUDA; the mixture math stays in float32.
@@ -101,7 +103,7 @@ class DGC:
                  head=(32,), activation="relu", epochs=None, pretrain_epochs=None, batch_size=None,
                  lr=1e-3, lr_decay=0.9, lr_decay_every=10, entropy_reg=True, mc_samples=1,
                  init="auto", y_weight=1.0, x_likelihood="auto", learn_x_variance=False,
-                 use_decoder=True, device="auto", precision="32", random_state=None):
+                 use_decoder=True, use_y=True, device="auto", precision="32", random_state=None):
         self.n_clusters = n_clusters
         self.task = task
         self.latent_dim = latent_dim
@@ -122,6 +124,7 @@ class DGC:
         self.x_likelihood = x_likelihood
         self.learn_x_variance = learn_x_variance
         self.use_decoder = use_decoder
+        self.use_y = use_y
         self.device = device
         self.precision = precision
         self.random_state = random_state
@@ -130,7 +133,7 @@ class DGC:
     _PARAMS = ("n_clusters", "task", "latent_dim", "encoder", "decoder", "head", "activation",
                "epochs", "pretrain_epochs", "batch_size", "lr", "lr_decay", "lr_decay_every",
                "entropy_reg", "mc_samples", "init", "y_weight", "x_likelihood",
-               "learn_x_variance", "use_decoder", "device", "precision", "random_state")
+               "learn_x_variance", "use_decoder", "use_y", "device", "precision", "random_state")
 
     def get_params(self, deep=True) -> dict:
         return {name: getattr(self, name) for name in self._PARAMS}
@@ -177,7 +180,7 @@ class DGC:
                         lr_decay=self.lr_decay, lr_decay_every=self.lr_decay_every,
                         mc_samples=self.mc_samples, entropy_reg=self.entropy_reg,
                         y_weight=self.y_weight, use_decoder=self.use_decoder,
-                        precision=self.precision)
+                        use_y=self.use_y, precision=self.precision)
 
     def _config(self) -> dict:
         """Everything needed to rebuild the network (JSON); weights go to safetensors."""
@@ -270,8 +273,9 @@ class DGC:
             log_pred.append(torch.logsumexp(log_q_test + log_p_y, 1))  # log p(y|x), Eq. 9 weights
             elbo.append(model.terms(xb, yb, 1, self.entropy_reg, self.y_weight, self.use_decoder).elbo)
         log_pred = torch.cat(log_pred).mean().item()
-        return {"log_predictive_y": log_pred, "elbo": torch.cat(elbo).mean().item(),
-                "criterion": log_pred}
+        elbo = torch.cat(elbo).mean().item()
+        return {"log_predictive_y": log_pred, "elbo": elbo,
+                "criterion": log_pred if self.use_y else elbo}
 
     # --- inference --------------------------------------------------------------------------
     def _check_fitted(self):
@@ -289,7 +293,9 @@ class DGC:
         for i in range(0, len(X), batch_size):
             xb = torch.as_tensor(X[i:i + batch_size], device=self.device_)
             yb = yt[i:i + batch_size].to(self.device_) if yt is not None else None
-            log_q, z, params = model.posterior(xb, yb, self.entropy_reg, self.y_weight)
+            if not self.use_y:  # VaDE: the untrained head must not weigh in (q = p(c|z))
+                yb = None
+            log_q, z, params = model.posterior(xb, yb, self.entropy_reg and self.use_y, self.y_weight)
             out_q.append(log_q)
             out_z.append(z)
             out_p.append(params)

@@ -185,8 +185,9 @@ class DGCModel(nn.Module):
         log_q_c = torch.logsumexp(torch.stack(log_q_samples), 0) - math.log(mc_samples)
         q_c = log_q_c.exp()
         zero = mu_q.new_zeros(mu_q.shape[0])
-        ensemble = (q_c * torch.stack(log_p_y).mean(0)).sum(-1) if log_p_y else zero
-        entropy = (q_c * torch.stack(h_max).mean(0)).sum(-1) if h_max else zero
+        # y_weight w tempers the response likelihood, p(y|z,c)^w (w = 1 is the paper's ELBO)
+        ensemble = y_weight * (q_c * torch.stack(log_p_y).mean(0)).sum(-1) if log_p_y else zero
+        entropy = y_weight * (q_c * torch.stack(h_max).mean(0)).sum(-1) if h_max else zero
         kl_c = (q_c * (log_q_c - self.log_pi)).sum(-1)
         kl_z = (q_c * kl_q_z_p_z_given_c(mu_q, log_sigma2_q, self.mu, self.log_sigma2)).sum(-1)
         recon = recon if use_decoder else zero
