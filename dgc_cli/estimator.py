@@ -173,8 +173,8 @@ class DGC:
     def _schedule(self, n: int, images: bool) -> Schedule:
         batch = self.batch_size or (128 if images else min(256, max(32, n // 8)))
         steps_per_epoch = math.ceil(n / batch)
-        # Tabular default: about 3,000 optimiser steps, within 30..300 epochs.
-        epochs = self.epochs or (30 if images else int(np.clip(3000 / steps_per_epoch, 30, 300)))
+        # Tabular default: about 2,000 optimiser steps, within 30..200 epochs.
+        epochs = self.epochs or (30 if images else int(np.clip(2000 / steps_per_epoch, 30, 200)))
         pre = self.pretrain_epochs if self.pretrain_epochs is not None else max(5, epochs // 5)
         return Schedule(epochs=epochs, pretrain_epochs=pre, batch_size=batch, lr=self.lr,
                         lr_decay=self.lr_decay, lr_decay_every=self.lr_decay_every,
@@ -230,7 +230,7 @@ class DGC:
         sched = self._schedule(len(X), X.ndim == 4)
         self.schedule_ = sched
         xt = torch.as_tensor(X, device=self.device_)
-        strategies = list(INIT_STRATEGIES[:2]) if self.init == "auto" else [self.init]
+        strategies = self._init_candidates() if self.init == "auto" else [self.init]
         self.init_report_ = []
         best = None
         for strategy in strategies:
@@ -244,6 +244,21 @@ class DGC:
         self.labels_ = self.predict(X, y)
         return self
 
+    def _init_candidates(self) -> list[str]:
+        """The default initialisation, chosen by measurement (docs/method.md).
+
+        A categorical response defines the first split itself: a mixture fitted on the latent
+        means joined with the one-hot response (ygmm) splits by y first and, with more clusters
+        than classes, by the strongest structure of x inside each class. Other responses carry
+        no such labels, so an uninformative prior (y steers first) and VaDE's recipe (x first)
+        are both trained and the one whose clusters best explain y on the rows is kept.
+        """
+        if not self.use_y:
+            return ["gmm"]
+        if self.task_ == "categorical":
+            return ["ygmm"]
+        return ["flat", "gmm"]
+
     def _fit_once(self, strategy, xt, y, sched, seed, callback):
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)
@@ -251,10 +266,12 @@ class DGC:
         model = self._build(self._config()).to(self.device_)
         yt = model.head.encode(y).to(self.device_)
         pretrain(model, xt, sched, generator, callback)
-        y_features = None
+        y_codes = None
         if strategy == "ygmm":
-            y_features = _response_features(model.head, yt)
-        init_prior(model, xt, strategy, seed, y_features)
+            if self.task_ != "categorical":
+                raise ValueError("init='ygmm' needs a categorical response; use flat or gmm")
+            y_codes = yt.cpu().numpy()
+        init_prior(model, xt, strategy, seed, y_codes)
         if callback:
             callback({"stage": "init", "epoch": 1, "epochs": 1, "loss": float("nan"),
                       "terms": {}, "init": strategy})
@@ -482,16 +499,6 @@ class DGC:
         est.model_ = model.to(est.device_).eval()
         est.extra_ = config.get("extra", {})
         return est
-
-
-def _response_features(head, yt: torch.Tensor) -> np.ndarray:
-    """The encoded response as features for the y-aware initial mixture."""
-    if head.name == "categorical":
-        return np.eye(len(head.meta["classes"]))[yt.cpu().numpy()]
-    y = yt.cpu().numpy().reshape(len(yt), -1).astype(np.float64)
-    if head.name == "survival":
-        y = np.stack([np.log(y[:, 0]), y[:, 1]], 1)
-    return (y - y.mean(0)) / (y.std(0) + (y.std(0) == 0))
 
 
 def _cat_params(chunks):

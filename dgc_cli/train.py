@@ -81,14 +81,32 @@ def latent_means(model: DGCModel, x: torch.Tensor, batch_size: int = 4096) -> to
     return torch.cat([model.encode(x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)])
 
 
+def allocate(K: int, counts: np.ndarray) -> np.ndarray:
+    """Split K clusters over response classes in proportion to their sizes, at least one each."""
+    share = K * counts / counts.sum()
+    n = np.maximum(np.floor(share).astype(int), 1)
+    while n.sum() > K:
+        n[np.argmax(n - share)] -= 1
+    while n.sum() < K:
+        n[np.argmax(share - n)] += 1
+    return n
+
+
+def _diag_gmm(z: np.ndarray, k: int, seed: int) -> GaussianMixture:
+    return GaussianMixture(k, covariance_type="diag", random_state=seed, reg_covar=1e-4,
+                           max_iter=200).fit(z)
+
+
 @torch.no_grad()
-def init_prior(model: DGCModel, x: torch.Tensor, strategy: str, seed: int, y_features=None):
+def init_prior(model: DGCModel, x: torch.Tensor, strategy: str, seed: int, y_codes=None):
     """Set (pi, mu, sigma2) of the mixture prior.
 
     gmm: VaDE's recipe, a diagonal GaussianMixture on the pre-trained latent means.
     flat: uninformative, means near 0 and unit variances, so y decides the clusters first.
-    ygmm: a GaussianMixture on the latent means joined with the (scaled) encoded response,
-          so the first grouping follows y and, inside each response level, the data.
+    ygmm: y first, then x: the K clusters are shared out over the response classes
+          (``y_codes``, integer codes) by size, and a GaussianMixture on each class's latent
+          means places that class's clusters. With fewer clusters than classes, one mixture
+          on the latent means joined with the one-hot response.
     """
     K, J = model.mu.shape
     if strategy == "flat":
@@ -98,17 +116,28 @@ def init_prior(model: DGCModel, x: torch.Tensor, strategy: str, seed: int, y_fea
         model.pi_logits.zero_()
         return
     z = latent_means(model, x).float().cpu().numpy().astype(np.float64)
-    feats = z
-    if strategy == "ygmm" and y_features is not None:
-        scale = z.std(0).mean() * 3.0
-        feats = np.concatenate([z, scale * y_features], 1)
-    elif strategy != "gmm":
+    if strategy == "gmm":
+        gmm = _diag_gmm(z, K, seed)
+        means, variances, weights = gmm.means_, gmm.covariances_, gmm.weights_
+    elif strategy == "ygmm" and y_codes is not None:
+        classes, codes = np.unique(y_codes, return_inverse=True)
+        counts = np.bincount(codes)
+        if K >= len(classes):
+            parts = []
+            for c, k in enumerate(allocate(K, counts)):
+                zc = z[codes == c]
+                gmm = _diag_gmm(zc, min(k, len(zc)), seed)
+                parts.append((gmm.means_, gmm.covariances_, gmm.weights_ * counts[c] / len(z)))
+            means, variances, weights = (np.concatenate(p) for p in zip(*parts, strict=True))
+        else:
+            onehot = np.eye(len(classes))[codes] * z.std(0).mean() * 10.0
+            gmm = _diag_gmm(np.concatenate([z, onehot], 1), K, seed)
+            means, variances, weights = gmm.means_[:, :J], gmm.covariances_[:, :J], gmm.weights_
+    else:
         raise ValueError(f"unknown initialisation {strategy!r}; use gmm, flat, ygmm or auto")
-    gmm = GaussianMixture(K, covariance_type="diag", random_state=seed, reg_covar=1e-4,
-                          n_init=1, max_iter=200).fit(feats)
-    model.mu.copy_(torch.as_tensor(gmm.means_[:, :J], dtype=torch.float32))
-    model.log_sigma2.copy_(torch.as_tensor(np.log(gmm.covariances_[:, :J]), dtype=torch.float32))
-    model.pi_logits.copy_(torch.as_tensor(np.log(gmm.weights_), dtype=torch.float32))
+    model.mu.copy_(torch.as_tensor(means, dtype=torch.float32))
+    model.log_sigma2.copy_(torch.as_tensor(np.log(variances), dtype=torch.float32))
+    model.pi_logits.copy_(torch.as_tensor(np.log(weights), dtype=torch.float32))
 
 
 def train(model: DGCModel, x: torch.Tensor, y, sched: Schedule, generator, callback=None,

@@ -1,0 +1,185 @@
+"""The DGC estimator: goal-oriented recovery on known structure, reproducibility, persistence."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from lifelines import CoxPHFitter
+from sklearn.base import clone
+from sklearn.mixture import GaussianMixture
+
+from dgc_cli import DGC
+from dgc_cli.datasets import make_two_groupings
+from dgc_cli.metrics import c_index, cluster_accuracy
+
+
+def split(data, n_train):
+    return (data.x[:n_train], data.y[:n_train]), (data.x[n_train:], data.y[n_train:])
+
+
+@pytest.fixture(scope="module")
+def categorical_groupings():
+    return make_two_groupings(n=3000, task="categorical", random_state=0)
+
+
+@pytest.fixture(scope="module")
+def categorical_k2(categorical_groupings):
+    (x, y), _ = split(categorical_groupings, 2000)
+    return DGC(n_clusters=2, random_state=0).fit(x, y)
+
+
+def test_k2_follows_the_weak_grouping_that_y_names(categorical_groupings, categorical_k2):
+    """y follows the weak grouping B: DGC finds B where a plain GMM finds the strong A."""
+    d = categorical_groupings
+    (x, y), (x_test, y_test) = split(d, 2000)
+    assert categorical_k2.task_ == "categorical"
+    train_acc = cluster_accuracy(d.b[:2000], categorical_k2.predict(x, y))
+    test_acc = cluster_accuracy(d.b[2000:], categorical_k2.predict(x_test, y_test))
+    unlabeled = cluster_accuracy(d.b[2000:], categorical_k2.predict(x_test))
+    gmm = GaussianMixture(2, random_state=0).fit(x).predict(x)
+    print(f"K=2 categorical: B with y train {train_acc:.3f} test {test_acc:.3f}, "
+          f"B without y (Eq. 9) {unlabeled:.3f} (Bayes limit 0.85), GMM on A "
+          f"{cluster_accuracy(d.a[:2000], gmm):.3f}")
+    assert train_acc >= 0.95 and test_acc >= 0.95
+    assert unlabeled >= 0.75  # from x alone B is only 85 % predictable
+    assert cluster_accuracy(d.a[:2000], gmm) >= 0.95  # the unsupervised answer is A
+    assert cluster_accuracy(d.b[:2000], gmm) < 0.6
+
+
+def test_k4_recovers_strong_times_weak_grouping(categorical_groupings):
+    d = categorical_groupings
+    (x, y), (x_test, y_test) = split(d, 2000)
+    model = DGC(n_clusters=4, random_state=0).fit(x, y)
+    train_acc = cluster_accuracy(d.ab[:2000], model.predict(x, y))
+    test_acc = cluster_accuracy(d.ab[2000:], model.predict(x_test, y_test))
+    print(f"K=4 categorical: A x B with y train {train_acc:.3f} test {test_acc:.3f}")
+    assert train_acc >= 0.95 and test_acc >= 0.95
+
+
+def test_posteriors_are_distributions_and_labels_match_predict(categorical_groupings,
+                                                                categorical_k2):
+    (x, y), _ = split(categorical_groupings, 2000)
+    for proba in (categorical_k2.predict_proba(x), categorical_k2.predict_proba(x, y)):
+        assert proba.shape == (2000, 2)
+        np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-6)
+        assert (proba >= 0).all()
+    np.testing.assert_array_equal(categorical_k2.labels_, categorical_k2.predict(x, y))
+    probs = categorical_k2.predict_response(x)
+    assert probs.shape == (2000, 2)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
+    accuracy = (categorical_k2.classes_[probs.argmax(1)] == y).mean()
+    assert accuracy >= 0.75
+
+
+def test_save_and_load_give_identical_predictions(tmp_path, categorical_groupings,
+                                                  categorical_k2):
+    _, (x_test, y_test) = split(categorical_groupings, 2000)
+    categorical_k2.save(tmp_path / "model", extra_config={"note": "test"})
+    loaded = DGC.load(tmp_path / "model", device="cpu")
+    for method in ("predict", "predict_proba", "predict_response", "transform"):
+        np.testing.assert_array_equal(getattr(categorical_k2, method)(x_test),
+                                      getattr(loaded, method)(x_test))
+    np.testing.assert_array_equal(categorical_k2.predict(x_test, y_test),
+                                  loaded.predict(x_test, y_test))
+    assert loaded.extra_ == {"note": "test"}
+    assert DGC.read_config(tmp_path / "model")["task"] == "categorical"
+
+
+def test_load_rejects_bad_folders(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        DGC.load(tmp_path / "absent")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{not json")
+    (tmp_path / "m" / "weights.safetensors").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="corrupt"):
+        DGC.load(tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text('{"format": "dgc-model", "format_version": 99}')
+    with pytest.raises(ValueError, match="format 99"):
+        DGC.load(tmp_path / "m")
+
+
+def tiny_fit(seed, **kw):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4)).astype(np.float32)
+    x[:100] += 3
+    y = np.r_[np.zeros(100), np.ones(100)].astype(int)
+    return DGC(n_clusters=2, epochs=5, pretrain_epochs=2, random_state=seed, device="cpu",
+               **kw).fit(x, y), x
+
+
+def test_same_random_state_gives_identical_labels():
+    a, x = tiny_fit(7, init="flat")
+    b, _ = tiny_fit(7, init="flat")
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    np.testing.assert_array_equal(a.predict_proba(x), b.predict_proba(x))
+
+
+def test_scikit_learn_conventions():
+    model = DGC(n_clusters=3, latent_dim=4, random_state=1)
+    assert model.get_params()["latent_dim"] == 4
+    assert not hasattr(model, "labels_")  # __init__ only stores its arguments
+    twin = clone(model)
+    assert twin.get_params() == model.get_params()
+    model.set_params(latent_dim=5)
+    assert model.latent_dim == 5
+    with pytest.raises(ValueError, match="invalid parameter"):
+        model.set_params(bogus=1)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        model.predict(np.zeros((2, 3)))
+
+
+def test_missing_device_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        DGC(device="cuda").fit(np.zeros((20, 2), np.float32), np.r_[np.zeros(10), np.ones(10)])
+
+
+def test_sample_draws_from_each_cluster():
+    model, _ = tiny_fit(3, init="gmm")
+    c, z, x, y = model.sample(500, random_state=0)
+    assert z.shape == (500, model.latent_dim) and x.shape == (500, 4) and y.shape == (500,)
+    assert set(np.unique(c)) <= {0, 1} and set(np.unique(y)) <= {0, 1}
+    # each cluster's draws sit around its own prior mean
+    mu = model.model_.mu.detach().numpy()
+    for k in np.unique(c):
+        assert np.linalg.norm(z[c == k].mean(0) - mu[k]) < 0.5 * (1 + np.linalg.norm(mu[k]))
+
+
+def make_clustered_survival(n, seed):
+    """Three clusters in a latent code, features a nonlinear map of it, and Weibull times whose
+    covariate effects differ by cluster (so a single Cox model cannot fit them all)."""
+    rng = np.random.default_rng(seed)
+    c = rng.integers(0, 3, n)
+    z = np.eye(3, 4)[c] * 4.0 + rng.normal(size=(n, 4))
+    w1, w2 = rng.normal(size=(4, 12)) / 2, rng.normal(size=(12, 12)) / np.sqrt(12)
+    x = np.tanh(z @ w1) @ w2 + 0.1 * rng.normal(size=(n, 12))
+    beta = np.array([[1.5, 0, 0, 1.0], [0, -1.5, 1.0, 0], [-1.0, 0, 0, -1.5]])
+    scale = np.logaddexp(0, (z * beta[c]).sum(1) + np.array([0.5, 2.0, -0.5])[c])
+    t = scale * rng.weibull(1.5, n)
+    censor = rng.exponential(np.median(t) * 3, n)
+    event, time = (t <= censor).astype(int), np.minimum(t, censor)
+    return ((x - x.mean(0)) / x.std(0)).astype(np.float32), time, event, c
+
+
+def test_survival_clusters_and_c_index_beat_cox():
+    x, time, event, c = make_clustered_survival(1500, 0)
+    tr, te = slice(0, 1000), slice(1000, None)
+    y = np.c_[time, event]
+    model = DGC(n_clusters=3, random_state=0).fit(x[tr], y[tr])
+    assert model.task_ == "survival"
+    acc = cluster_accuracy(c[te], model.predict(x[te], y[te]))
+    risk = model.predict_response(x[te])
+    dgc_c = c_index(time[te], event[te], risk)
+    frame = pd.DataFrame(x[tr]).assign(T=time[tr], E=event[tr])
+    cox = CoxPHFitter(penalizer=0.01).fit(frame, "T", "E")
+    cox_c = c_index(time[te], event[te], cox.predict_partial_hazard(pd.DataFrame(x[te])).to_numpy())
+    print(f"survival: cluster accuracy {acc:.3f}, C-index DGC {dgc_c:.3f} vs Cox {cox_c:.3f}")
+    assert acc >= 0.9
+    assert dgc_c > cox_c
+    curves = model.predict_survival_function(x[te][:5], [0.1, 1.0, 10.0])
+    assert curves.shape == (5, 3) and (np.diff(curves, axis=1) <= 0).all()
+    median = model.predict_median_time(x[te][:5])
+    at_median = np.array([model.predict_survival_function(x[te][i:i + 1], [m])[0, 0]
+                          for i, m in enumerate(median)])
+    np.testing.assert_allclose(at_median, 0.5, atol=1e-3)
