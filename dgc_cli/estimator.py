@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dgc_cli import __version__
+from dgc_cli import __version__, distributed
 from dgc_cli.heads import HEADS, make_head
 from dgc_cli.model import DGCModel
 from dgc_cli.nets import as_spec
@@ -264,6 +264,7 @@ class DGC:
         np.random.seed(seed % 2**32)
         generator = torch.Generator().manual_seed(seed)
         model = self._build(self._config()).to(self.device_)
+        distributed.broadcast_parameters(model)
         yt = model.head.encode(y).to(self.device_)
         pretrain(model, xt, sched, generator, callback)
         y_codes = None
@@ -289,8 +290,11 @@ class DGC:
             log_p_y = model.head.log_likelihood(params, yb)
             log_pred.append(torch.logsumexp(log_q_test + log_p_y, 1))  # log p(y|x), Eq. 9 weights
             elbo.append(model.terms(xb, yb, 1, self.entropy_reg, self.y_weight, self.use_decoder).elbo)
-        log_pred = torch.cat(log_pred).mean().item()
-        elbo = torch.cat(elbo).mean().item()
+        # means over the rows of every rank
+        sums = distributed.sum_over_ranks(torch.stack([
+            torch.cat(log_pred).sum(), torch.cat(elbo).sum(),
+            torch.tensor(float(len(xt)), device=xt.device)]))
+        log_pred, elbo = (sums[:2] / sums[2]).tolist()
         return {"log_predictive_y": log_pred, "elbo": elbo,
                 "criterion": log_pred if self.use_y else elbo}
 

@@ -193,6 +193,14 @@ class DGCModel(nn.Module):
         recon = recon if use_decoder else zero
         return Terms(recon, ensemble, kl_c, kl_z, entropy, log_q_c)
 
+    def forward(self, x, y=None, mc_samples=1, entropy_reg=True, y_weight=1.0,
+                use_decoder=True, pretrain=False):
+        """Per-row terms of the loss (so that DistributedDataParallel can wrap the model);
+        with ``pretrain`` the autoencoder's log p(x | z = mu~(x)) alone."""
+        if pretrain:
+            return self.reconstruction(x, self.encode(x)[0])
+        return self.terms(x, y, mc_samples, entropy_reg, y_weight, use_decoder)
+
     @torch.no_grad()
     def posterior(self, x, y=None, entropy_reg=True, y_weight=1.0):
         """log q(c|x) at z = mu~(x): Eq. 8 with y, Eq. 9 without. Also returns mu~ and the head's

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from sklearn.mixture import GaussianMixture
 
+from dgc_cli import distributed
 from dgc_cli.model import DGCModel
 
 Callback = Callable[[dict], None]
@@ -48,9 +49,13 @@ def autocast(device: torch.device, precision: str):
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator, device, shuffle=True):
+    """Index slices of a permutation; across ranks, every rank takes the same number of steps
+    over its own shard (a batch of ``batch_size`` rows in all, split between the ranks)."""
+    local = max(1, batch_size // distributed.world_size())
+    steps = distributed.min_over_ranks(-(-n // local), device)
     order = torch.randperm(n, generator=generator).to(device) if shuffle else torch.arange(n, device=device)
-    for start in range(0, n, batch_size):
-        yield order[start:start + batch_size]
+    for step in range(steps):
+        yield order[step * local:(step + 1) * local]
 
 
 def pretrain(model: DGCModel, x: torch.Tensor, sched: Schedule, generator, callback=None):
@@ -60,20 +65,20 @@ def pretrain(model: DGCModel, x: torch.Tensor, sched: Schedule, generator, callb
     params = [p for n, p in model.named_parameters()
               if n.startswith(("encoder", "to_mu", "decoder"))]
     opt = torch.optim.Adam(params, lr=sched.lr)
+    net = distributed.wrap(model)
     for epoch in range(sched.pretrain_epochs):
-        total = torch.zeros((), device=x.device)
+        total = torch.zeros(2, device=x.device)
         for idx in batches(len(x), sched.batch_size, generator, x.device):
-            xb = x[idx]
             with autocast(x.device, sched.precision):
-                mu_q, _ = model.encode(xb)
-                loss = -model.reconstruction(xb, mu_q).mean()
+                loss = -net(x[idx], pretrain=True).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += loss.detach() * len(idx)
+            total += torch.stack([loss.detach().float() * len(idx), torch.tensor(float(len(idx)), device=x.device)])
+        total = distributed.sum_over_ranks(total)
         if callback:
             callback({"stage": "pretrain", "epoch": epoch + 1, "epochs": sched.pretrain_epochs,
-                      "loss": float(total) / len(x), "terms": {}})
+                      "loss": float(total[0] / total[1]), "terms": {}})
 
 
 @torch.no_grad()
@@ -108,6 +113,8 @@ def init_prior(model: DGCModel, x: torch.Tensor, strategy: str, seed: int, y_cod
           means places that class's clusters. With fewer clusters than classes, one mixture
           on the latent means joined with the one-hot response.
     """
+    if strategy not in ("flat", "gmm", "ygmm"):
+        raise ValueError(f"unknown initialisation {strategy!r}; use gmm, flat, ygmm or auto")
     K, J = model.mu.shape
     if strategy == "flat":
         g = torch.Generator().manual_seed(seed)
@@ -115,7 +122,19 @@ def init_prior(model: DGCModel, x: torch.Tensor, strategy: str, seed: int, y_cod
         model.log_sigma2.zero_()
         model.pi_logits.zero_()
         return
-    z = latent_means(model, x).float().cpu().numpy().astype(np.float64)
+    z = distributed.gather_rows(latent_means(model, x).float().cpu().numpy().astype(np.float64))
+    if y_codes is not None:
+        y_codes = distributed.gather_rows(np.asarray(y_codes))
+    if distributed.is_main():
+        _fit_prior(model, z, strategy, seed, y_codes)
+    for tensor in (model.mu, model.log_sigma2, model.pi_logits):  # rank 0's mixture for all
+        if distributed.active():
+            torch.distributed.broadcast(tensor.data, src=0)
+
+
+@torch.no_grad()
+def _fit_prior(model: DGCModel, z: np.ndarray, strategy: str, seed: int, y_codes=None):
+    K, J = model.mu.shape
     if strategy == "gmm":
         gmm = _diag_gmm(z, K, seed)
         means, variances, weights = gmm.means_, gmm.covariances_, gmm.weights_
@@ -147,23 +166,24 @@ def train(model: DGCModel, x: torch.Tensor, y, sched: Schedule, generator, callb
     opt = torch.optim.Adam(model.parameters(), lr=sched.lr)
     decay = torch.optim.lr_scheduler.StepLR(opt, step_size=max(sched.lr_decay_every, 1),
                                             gamma=sched.lr_decay)
-    n = len(x)
+    net = distributed.wrap(model)
     for epoch in range(sched.epochs):
         model.train()
-        sums = None
-        for idx in batches(n, sched.batch_size, generator, x.device):
+        sums = torch.zeros(6, device=x.device)  # the five terms, then the row count
+        for idx in batches(len(x), sched.batch_size, generator, x.device):
             yb = y[idx] if (y is not None and sched.use_y) else None
             with autocast(x.device, sched.precision):
-                terms = model.terms(x[idx], yb, sched.mc_samples, sched.entropy_reg,
-                                    sched.y_weight, sched.use_decoder, generator=None)
+                terms = net(x[idx], yb, sched.mc_samples, sched.entropy_reg, sched.y_weight,
+                            sched.use_decoder)
             loss = -terms.elbo.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            step = torch.stack([v.detach().float() for v in terms.means().values()]) * len(idx)
-            sums = step if sums is None else sums + step
+            step = torch.stack([v.detach().float() for v in terms.means().values()])
+            sums += torch.cat([step, step.new_ones(1)]) * len(idx)
         decay.step()
-        values = (sums / n).tolist()  # the one host synchronisation of the epoch
+        sums = distributed.sum_over_ranks(sums)
+        values = (sums[:5] / sums[5]).tolist()  # the one host synchronisation of the epoch
         record = dict(zip(("reconstruction", "ensemble", "kl_c", "kl_z", "entropy"), values, strict=True))
         record["loss"] = -(record["reconstruction"] + record["ensemble"] - record["kl_c"]
                            - record["kl_z"] - record["entropy"])
