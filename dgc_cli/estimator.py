@@ -85,6 +85,19 @@ class DGC:
     init : {"auto", "gmm", "flat", "ygmm"}
         Mixture initialisation; auto tries several and keeps the one whose clusters best explain
         y on held-out rows (see docs/method.md).
+    n_init : int
+        Restarts per initialisation strategy (seeds random_state, +1, ...); the kept run is the
+        one ``selection`` prefers.
+    selection : {"auto", "goal", "predictive", "agreement", "elbo"}
+        How restarts are compared on the training rows: mean log p(y|x) under Eq. 9
+        (predictive), the mutual information in nats between the Eq. 8 and Eq. 9 cluster labels
+        (agreement: the clusters y defines can be found again from x alone), their sum (goal,
+        the auto choice with a response), or the ELBO (auto without a response).
+    x_log_variance : float
+        Fixed log-variance of the gaussian columns of p(x|z) (0 on standardised columns);
+        lower makes reconstruction weigh more, so z keeps finer detail of x.
+    init_var_spread : float
+        With init="flat", spread the components' log-variances over [-s, s].
     y_weight : float
         Temper p(y|z,c)^w in the training posterior and the ensemble term; 1 is the paper.
     x_likelihood : "auto", "gaussian", "bernoulli" or list of (kind, width)
@@ -96,14 +109,17 @@ class DGC:
     device : {"auto", "cpu", "cuda", "mps"}
     precision : {"32", "bf16"}
         bf16 autocast on CUDA; the mixture math stays in float32.
+    compile : bool
+        ``torch.compile`` the training step's loss (pays a compile time once).
     random_state : int or None
     """
 
     def __init__(self, n_clusters=3, task="auto", latent_dim=10, encoder=(128, 64), decoder=None,
                  head=(32,), activation="relu", epochs=None, pretrain_epochs=None, batch_size=None,
                  lr=1e-3, lr_decay=0.9, lr_decay_every=10, entropy_reg=True, mc_samples=1,
-                 init="auto", y_weight=1.0, x_likelihood="auto", learn_x_variance=False,
-                 use_decoder=True, use_y=True, device="auto", precision="32", random_state=None):
+                 init="auto", n_init=1, selection="auto", y_weight=1.0, x_likelihood="auto",
+                 learn_x_variance=False, x_log_variance=0.0, init_var_spread=0.0,
+                 use_decoder=True, use_y=True, device="auto", precision="32", compile=False, random_state=None):
         self.n_clusters = n_clusters
         self.task = task
         self.latent_dim = latent_dim
@@ -123,17 +139,22 @@ class DGC:
         self.y_weight = y_weight
         self.x_likelihood = x_likelihood
         self.learn_x_variance = learn_x_variance
+        self.x_log_variance = x_log_variance
+        self.init_var_spread = init_var_spread
+        self.n_init = n_init
+        self.selection = selection
         self.use_decoder = use_decoder
         self.use_y = use_y
         self.device = device
         self.precision = precision
+        self.compile = compile
         self.random_state = random_state
 
     # --- scikit-learn plumbing --------------------------------------------------------------
     _PARAMS = ("n_clusters", "task", "latent_dim", "encoder", "decoder", "head", "activation",
                "epochs", "pretrain_epochs", "batch_size", "lr", "lr_decay", "lr_decay_every",
-               "entropy_reg", "mc_samples", "init", "y_weight", "x_likelihood",
-               "learn_x_variance", "use_decoder", "use_y", "device", "precision", "random_state")
+               "entropy_reg", "mc_samples", "init", "n_init", "selection", "y_weight",
+               "x_likelihood", "learn_x_variance", "x_log_variance", "init_var_spread", "use_decoder", "use_y", "device", "precision", "compile", "random_state")
 
     def get_params(self, deep=True) -> dict:
         return {name: getattr(self, name) for name in self._PARAMS}
@@ -180,7 +201,7 @@ class DGC:
                         lr_decay=self.lr_decay, lr_decay_every=self.lr_decay_every,
                         mc_samples=self.mc_samples, entropy_reg=self.entropy_reg,
                         y_weight=self.y_weight, use_decoder=self.use_decoder,
-                        use_y=self.use_y, precision=self.precision)
+                        use_y=self.use_y, precision=self.precision, compile=self.compile)
 
     def _config(self) -> dict:
         """Everything needed to rebuild the network (JSON); weights go to safetensors."""
@@ -196,7 +217,8 @@ class DGC:
                 "head": {"task": self.task_, "widths": list(self.head),
                          "activation": self.activation, "meta": self.head_meta_},
                 "blocks": [list(b) for b in self.blocks_],
-                "learn_x_variance": self.learn_x_variance}
+                "learn_x_variance": self.learn_x_variance,
+                "x_log_variance": self.x_log_variance}
 
     @staticmethod
     def _build(cfg: dict) -> DGCModel:
@@ -204,7 +226,8 @@ class DGC:
         head = make_head(h["task"], cfg["latent_dim"], cfg["n_clusters"], h["widths"],
                          h["activation"], h["meta"])
         return DGCModel(cfg["x_shape"], cfg["latent_dim"], cfg["n_clusters"], cfg["encoder"],
-                        cfg["decoder"], head, cfg["blocks"], cfg["learn_x_variance"])
+                        cfg["decoder"], head, cfg["blocks"], cfg["learn_x_variance"],
+                        cfg.get("x_log_variance", 0.0))
 
     # --- fitting ----------------------------------------------------------------------------
     def fit(self, X, y, callback=None) -> DGC:
@@ -233,9 +256,13 @@ class DGC:
         strategies = self._init_candidates() if self.init == "auto" else [self.init]
         self.init_report_ = []
         best = None
-        for strategy in strategies:
-            model, history = self._fit_once(strategy, xt, y, sched, seed, callback)
-            report = {"init": strategy, **self._selection_scores(model, xt, y)}
+        if self.selection not in ("auto", "goal", "predictive", "agreement", "elbo"):
+            raise ValueError(f"unknown selection {self.selection!r}; use auto, goal, "
+                             "predictive, agreement or elbo")
+        runs = [(strategy, seed + i) for strategy in strategies for i in range(max(1, self.n_init))]
+        for strategy, run_seed in runs:
+            model, history = self._fit_once(strategy, xt, y, sched, run_seed, callback)
+            report = {"init": strategy, "seed": run_seed, **self._selection_scores(model, xt, y)}
             self.init_report_.append(report)
             if best is None or report["criterion"] > best[2]["criterion"]:
                 best = (model, history, report)
@@ -272,7 +299,7 @@ class DGC:
             if self.task_ != "categorical":
                 raise ValueError("init='ygmm' needs a categorical response; use flat or gmm")
             y_codes = yt.cpu().numpy()
-        init_prior(model, xt, strategy, seed, y_codes)
+        init_prior(model, xt, strategy, seed, y_codes, self.init_var_spread)
         if callback:
             callback({"stage": "init", "epoch": 1, "epochs": 1, "loss": float("nan"),
                       "terms": {}, "init": strategy})
@@ -283,20 +310,33 @@ class DGC:
     def _selection_scores(self, model, xt, y) -> dict:
         """Goal-aware criteria for choosing between initialisations (see docs/method.md)."""
         yt = model.head.encode(y).to(self.device_)
+        K = self.n_clusters
         log_pred, elbo = [], []
+        counts = torch.zeros(K, K, device=xt.device)  # Eq. 8 label x Eq. 9 label
         for i in range(0, len(xt), 4096):
             xb, yb = xt[i:i + 4096], yt[i:i + 4096]
             log_q_test, _, params = model.posterior(xb, None, self.entropy_reg)
             log_p_y = model.head.log_likelihood(params, yb)
             log_pred.append(torch.logsumexp(log_q_test + log_p_y, 1))  # log p(y|x), Eq. 9 weights
-            elbo.append(model.terms(xb, yb, 1, self.entropy_reg, self.y_weight, self.use_decoder).elbo)
+            log_q_y, _, _ = model.posterior(xb, yb, self.entropy_reg, self.y_weight)
+            counts += torch.bincount(log_q_y.argmax(1) * K + log_q_test.argmax(1),
+                                     minlength=K * K).view(K, K).float()
+            y_used = yb if self.use_y else None
+            elbo.append(model.terms(xb, y_used, 1, self.entropy_reg, self.y_weight,
+                                    self.use_decoder).elbo)
         # means over the rows of every rank
         sums = distributed.sum_over_ranks(torch.stack([
             torch.cat(log_pred).sum(), torch.cat(elbo).sum(),
             torch.tensor(float(len(xt)), device=xt.device)]))
         log_pred, elbo = (sums[:2] / sums[2]).tolist()
-        return {"log_predictive_y": log_pred, "elbo": elbo,
-                "criterion": log_pred if self.use_y else elbo}
+        agreement = _mutual_information(distributed.sum_over_ranks(counts).cpu().double().numpy())
+        selection = self.selection
+        if selection == "auto":
+            selection = "goal" if self.use_y else "elbo"
+        scores = {"log_predictive_y": log_pred, "elbo": elbo, "agreement": agreement,
+                  "goal": log_pred + agreement}
+        return {**scores, "criterion": scores["log_predictive_y" if selection == "predictive"
+                                              else selection]}
 
     # --- inference --------------------------------------------------------------------------
     def _check_fitted(self):
@@ -503,6 +543,15 @@ class DGC:
         est.model_ = model.to(est.device_).eval()
         est.extra_ = config.get("extra", {})
         return est
+
+
+def _mutual_information(counts: np.ndarray) -> float:
+    """Mutual information (nats) of two labelings from their contingency table; 0 when either
+    labeling puts every row in one cluster."""
+    p = counts / counts.sum()
+    outer = p.sum(1, keepdims=True) * p.sum(0, keepdims=True)
+    nz = p > 0
+    return float((p[nz] * np.log(p[nz] / outer[nz])).sum())
 
 
 def _cat_params(chunks):

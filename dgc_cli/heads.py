@@ -227,8 +227,13 @@ class WeibullHead(TaskHead):
         return event * log_hazard + log_survival  # log f(t) for events, log S(t) if censored
 
     def entropy(self, params):
+        """Entropy of log T, not of T: log T = log lambda + G / k with G standard Gumbel (min),
+        so H = gamma + 1 - log k. The entropy of T itself, gamma (1 - 1/k) + log(lambda / k) + 1,
+        grows with lambda: it depends on the time unit and, in Eq. 9, drives every unlabeled row
+        to the shortest-lived cluster (measured on GBSG2: 677/9/0 rows of 686). On the log scale
+        the regulariser measures relative precision and is unit-free."""
         log_lambda, log_k = params
-        return EULER_GAMMA * (1 - torch.exp(-log_k)) + log_lambda - log_k + 1
+        return (EULER_GAMMA + 1 - log_k).expand_as(log_lambda)
 
     def log_survival(self, params, times: torch.Tensor) -> torch.Tensor:
         """log S_k(t) for each row, cluster and time: B x K x T (times in training units/scale)."""

@@ -119,7 +119,8 @@ class DGCModel(nn.Module):
     """Encoder q(z|x), decoder p(x|z), mixture prior (pi, mu, sigma2) and a task head p(y|z,c)."""
 
     def __init__(self, x_shape, latent_dim: int, n_clusters: int, encoder_spec: dict,
-                 decoder_spec: dict, head: TaskHead, blocks, learn_x_variance: bool = True):
+                 decoder_spec: dict, head: TaskHead, blocks, learn_x_variance: bool = True,
+                 x_log_variance: float = 0.0):
         super().__init__()
         self.x_shape, self.latent_dim, self.n_clusters = tuple(x_shape), latent_dim, n_clusters
         self.blocks = [(kind, int(width)) for kind, width in blocks]
@@ -129,7 +130,10 @@ class DGCModel(nn.Module):
         self.decoder = build_decoder(latent_dim, self.x_shape, decoder_spec)
         self.head = head
         n_x = math.prod(self.x_shape)
-        self.log_sigma2_x = nn.Parameter(torch.zeros(n_x), requires_grad=learn_x_variance)
+        # log-variance of the gaussian columns of p(x|z): fixed (the weight of reconstruction
+        # against the response) unless learn_x_variance
+        self.log_sigma2_x = nn.Parameter(torch.full((n_x,), float(x_log_variance)),
+                                         requires_grad=learn_x_variance)
         # Free prior parameters: weights through a softmax, variances through a log (DESIGN.md).
         self.pi_logits = nn.Parameter(torch.zeros(n_clusters))
         self.mu = nn.Parameter(torch.zeros(n_clusters, latent_dim))
@@ -158,7 +162,7 @@ class DGCModel(nn.Module):
         return log_p_c_z, params, entropy_max(self.head.entropy(params))
 
     def terms(self, x, y=None, mc_samples=1, entropy_reg=True, y_weight=1.0,
-              use_decoder=True, generator=None) -> Terms:
+              use_decoder=True) -> Terms:
         """Every term of minus the regularised ELBO, per row, with M samples of z ~ q(z|x).
 
         With ``y`` the posterior is Eq. 8 (labelled); without it, the model is VaDE
@@ -167,7 +171,7 @@ class DGCModel(nn.Module):
         mu_q, log_sigma2_q = self.encode(x)
         recon, log_q_samples, log_p_y, h_max = 0.0, [], [], []
         for _ in range(mc_samples):
-            eps = torch.randn(mu_q.shape, generator=generator, device=mu_q.device)
+            eps = torch.randn_like(mu_q)
             z = mu_q + torch.exp(0.5 * log_sigma2_q) * eps  # reparameterisation
             if use_decoder:
                 recon = recon + self.reconstruction(x, z) / mc_samples

@@ -38,6 +38,7 @@ class Schedule:
     use_decoder: bool = True
     use_y: bool = True
     precision: str = "32"
+    compile: bool = False  # torch.compile the loss computation (first steps pay the compile)
 
 
 def autocast(device: torch.device, precision: str):
@@ -103,11 +104,14 @@ def _diag_gmm(z: np.ndarray, k: int, seed: int) -> GaussianMixture:
 
 
 @torch.no_grad()
-def init_prior(model: DGCModel, x: torch.Tensor, strategy: str, seed: int, y_codes=None):
+def init_prior(model: DGCModel, x: torch.Tensor, strategy: str, seed: int, y_codes=None,
+               var_spread: float = 0.0):
     """Set (pi, mu, sigma2) of the mixture prior.
 
     gmm: VaDE's recipe, a diagonal GaussianMixture on the pre-trained latent means.
-    flat: uninformative, means near 0 and unit variances, so y decides the clusters first.
+    flat: uninformative, means near 0 and unit variances, so y decides the clusters first;
+          ``var_spread`` spreads the components' log-variances over [-s, s] (concentric
+          components, which can split by distance from the centre, as Pacman's annuli need).
     ygmm: y first, then x: the K clusters are shared out over the response classes
           (``y_codes``, integer codes) by size, and a GaussianMixture on each class's latent
           means places that class's clusters. With fewer clusters than classes, one mixture
@@ -119,7 +123,7 @@ def init_prior(model: DGCModel, x: torch.Tensor, strategy: str, seed: int, y_cod
     if strategy == "flat":
         g = torch.Generator().manual_seed(seed)
         model.mu.copy_(0.05 * torch.randn(K, J, generator=g))
-        model.log_sigma2.zero_()
+        model.log_sigma2.copy_(torch.linspace(-var_spread, var_spread, K).unsqueeze(1).expand(K, J))
         model.pi_logits.zero_()
         return
     z = distributed.gather_rows(latent_means(model, x).float().cpu().numpy().astype(np.float64))
@@ -167,6 +171,8 @@ def train(model: DGCModel, x: torch.Tensor, y, sched: Schedule, generator, callb
     decay = torch.optim.lr_scheduler.StepLR(opt, step_size=max(sched.lr_decay_every, 1),
                                             gamma=sched.lr_decay)
     net = distributed.wrap(model)
+    if sched.compile:
+        net = torch.compile(net, dynamic=True)
     for epoch in range(sched.epochs):
         model.train()
         sums = torch.zeros(6, device=x.device)  # the five terms, then the row count
