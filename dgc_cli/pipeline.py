@@ -46,6 +46,7 @@ from dgc_cli.tabular import (
 SCHEMA_FORMAT = 1
 INITS = ("auto", "gmm", "flat", "ygmm")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("32", "bf16")
 # `dgc demo`: GBSG2 with a short schedule that fits in well under two minutes on two CPU cores.
 # init: flat is what init="auto" keeps on this table (seed 0), without auto's second fit; gmm
 # left a cluster empty at seeds 0 and 1.
@@ -96,6 +97,8 @@ class FitSettings:
     encoder: list[int] = field(default_factory=lambda: [128, 64])
     init: str = "auto"
     device: str = "auto"
+    precision: str = "32"
+    compile: bool = False
     seed: int = 0
     csv: bool = False
 
@@ -127,6 +130,11 @@ class FitSettings:
             values["encoder"] = parse_widths(values["encoder"])
         if "clusters" in values:
             values["clusters"] = str(values["clusters"])
+        if "precision" in values:
+            values["precision"] = str(values["precision"])
+        if not isinstance(values.get("compile", False), bool):
+            raise InputError(f"setting 'compile' in the config file must be true or false, "
+                             f"got {values['compile']!r}")
         return cls(**values).checked()
 
     def checked(self) -> FitSettings:
@@ -136,6 +144,7 @@ class FitSettings:
             raise InputError(f"unknown init '{self.init}'; use {', '.join(INITS)}")
         if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
             raise InputError(f"unknown device '{self.device}'; use {', '.join(DEVICES)}")
+        check_precision(self.precision)
         if not 0 <= self.val_fraction < 1:
             raise InputError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         for name in ("epochs", "pretrain_epochs", "batch_size", "latent_dim"):
@@ -263,7 +272,14 @@ def _estimator(settings: FitSettings, k: int, task: str, blocks, seed: int):
                encoder=tuple(settings.encoder), epochs=settings.epochs,
                pretrain_epochs=settings.pretrain_epochs, batch_size=settings.batch_size,
                lr=settings.lr, init=settings.init, x_likelihood=blocks, device=settings.device,
-               random_state=seed)
+               precision=settings.precision, compile=settings.compile, random_state=seed)
+
+
+def check_precision(precision) -> str:
+    """'32' or 'bf16' (bf16 autocast acts on CUDA only; elsewhere training runs in float32)."""
+    if str(precision) not in PRECISIONS:
+        raise InputError(f"unknown precision '{precision}'; use 32 or bf16")
+    return str(precision)
 
 
 def check_device(device: str) -> None:
@@ -588,15 +604,19 @@ def _assign_columns(schema: dict, pre: TablePreprocessor, names: list[str], sour
 
 def assign_table(model_dir, data, out: str | os.PathLike | None = None,
                  use_response: bool | None = None, batch_rows: int = 65536,
-                 device: str = "auto", on_batch: Callable[[int], None] | None = None
-                 ) -> AssignResult:
+                 device: str = "auto", on_batch: Callable[[int], None] | None = None,
+                 precision: str = "32") -> AssignResult:
     """Assign the rows of `data` to the model's clusters, streaming in batches of `batch_rows`.
 
     Writes Parquet (or CSV when `out` ends in .csv) under a temporary name, then renames it.
+    `precision` "bf16" runs the networks under bf16 autocast on CUDA (float32 elsewhere).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from dgc_cli.train import autocast
+
+    precision = check_precision(precision)
     model, pre, schema = load_model(model_dir, device)
     source = str(data)
     names = table_columns(data)
@@ -610,7 +630,9 @@ def assign_table(model_dir, data, out: str | os.PathLike | None = None,
     writer, rows, sizes = None, 0, np.zeros(model.n_clusters, dtype=int)
     try:
         for batch in iter_table(data, columns, batch_rows, text_columns=pre.text_columns):
-            frame = assignment_frame(model, pre, schema, batch.reset_index(drop=True), use, rows)
+            with autocast(model.device_, precision):
+                frame = assignment_frame(model, pre, schema, batch.reset_index(drop=True), use,
+                                         rows)
             if as_csv:
                 frame.to_csv(tmp, mode="a", header=rows == 0, index=False)
             else:

@@ -1,0 +1,102 @@
+"""`dgc fit --precision 32|bf16` and `--compile/--no-compile` (and `dgc assign --precision`) on CPU.
+
+On CPU, bf16 autocast does not apply: a bf16 fit runs and saves float32 weights. The
+`--compile` test pays a torch.compile of the training loss (about a minute or more on a 2-core
+CPU), so it runs only with DGC_TEST_COMPILE=1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from dgc_cli.cli import app
+
+runner = CliRunner()
+N = 60
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def table(tmp_path):
+    rng = np.random.default_rng(0)
+    group = rng.integers(0, 2, N)
+    df = pd.DataFrame({"a": rng.normal(2.0 * group, 1.0), "b": rng.normal(size=N),
+                       "y": np.where(group == 1, "sick", "well")})
+    path = tmp_path / "t.parquet"
+    df.to_parquet(path, index=False)
+    return path
+
+
+def tiny_fit(table, out, *extra):
+    return invoke("fit", table, "--target", "y", "-k", 2, "--epochs", 1, "--pretrain-epochs", 1,
+                  "--batch-size", 32, "--encoder", "8", "--latent-dim", 2, "--init", "flat",
+                  "--device", "cpu", "--out", out, "--quiet", *extra)
+
+
+def test_bf16_on_cpu_fits_and_saves_float32(table, tmp_path):
+    out = tmp_path / "out"
+    result = tiny_fit(table, out, "--precision", "bf16")
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["params"]["precision"] == "bf16"
+    weights = load_file(str(out / "model" / "weights.safetensors"))
+    assert weights and all(str(w.dtype) == "torch.float32" for w in weights.values())
+    assignments = pd.read_parquet(out / "assignments.parquet")
+    assert len(assignments) == N and np.isfinite(assignments[["prob_0", "prob_1"]]).all().all()
+
+    result = invoke("assign", out, table, "--out", tmp_path / "a.parquet", "--precision", "bf16",
+                    "--device", "cpu", "--quiet")
+    assert result.exit_code == 0, result.output
+    assigned = pd.read_parquet(tmp_path / "a.parquet")
+    assert list(assigned.columns) == list(assignments.columns)
+    # float32 on CPU: the same posterior as the fit's own assignments
+    np.testing.assert_allclose(assigned["prob_0"], assignments["prob_0"], atol=1e-5)
+
+
+@pytest.mark.parametrize("command", ["fit", "assign"])
+def test_precision_16_is_rejected(table, tmp_path, command):
+    out = tmp_path / "out"
+    if command == "fit":
+        result = tiny_fit(table, out, "--precision", "16")
+    else:
+        result = invoke("assign", tmp_path / "no-model", table, "--precision", "16",
+                        "--out", out)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown precision '16'; use 32 or bf16" in lines[0], result.stderr
+    assert not out.exists()
+
+
+def test_precision_and_compile_from_config_file(table, tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text("precision = 16\n")
+    result = tiny_fit(table, tmp_path / "out", "--config", config)
+    assert result.exit_code == 2 and "unknown precision '16'" in result.stderr
+    config.write_text('compile = "yes"\n')
+    result = tiny_fit(table, tmp_path / "out", "--config", config)
+    assert result.exit_code == 2 and "'compile'" in result.stderr
+
+
+@pytest.mark.skipif(os.environ.get("DGC_TEST_COMPILE") != "1",
+                    reason="torch.compile takes a minute or more on CPU; set DGC_TEST_COMPILE=1")
+def test_compile_fits_and_writes_the_same_columns(table, tmp_path):
+    plain, compiled = tmp_path / "plain", tmp_path / "compiled"
+    assert tiny_fit(table, plain, "--no-compile").exit_code == 0
+    result = tiny_fit(table, compiled, "--compile")
+    assert result.exit_code == 0, result.output
+    config = json.loads((compiled / "model" / "config.json").read_text())
+    assert config["params"]["compile"] is True
+    a = pd.read_parquet(plain / "assignments.parquet")
+    b = pd.read_parquet(compiled / "assignments.parquet")
+    assert list(a.columns) == list(b.columns) and len(b) == N
+    assert np.isfinite(b[["prob_0", "prob_1"]]).all().all()
