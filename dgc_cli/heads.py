@@ -12,6 +12,7 @@ metadata such as classes, a standardisation or a time scale; ``encode`` turns ra
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import numpy as np
 import torch
@@ -47,7 +48,7 @@ def soft_ceiling(raw: torch.Tensor, ceiling: float) -> torch.Tensor:
     return ceiling - F.softplus(ceiling - raw)
 
 
-class TaskHead(nn.Module):
+class TaskHead(nn.Module, ABC):
     """Base class. Subclasses set ``n_params`` (outputs per cluster) and implement the math."""
 
     name = "base"
@@ -70,8 +71,9 @@ class TaskHead(nn.Module):
 
     # --- parameters ------------------------------------------------------------------------
     @property
+    @abstractmethod
     def n_params(self) -> int:
-        raise NotImplementedError
+        """Unconstrained outputs per cluster."""
 
     def raw(self, z: torch.Tensor) -> torch.Tensor:
         """Unconstrained outputs, B x K x n_params."""
@@ -80,17 +82,21 @@ class TaskHead(nn.Module):
     def forward(self, z: torch.Tensor):
         return self.raw(z)
 
+    @abstractmethod
     def log_likelihood(self, params, y: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """log p(y | z, c=k) for every row and cluster: B x K."""
 
+    @abstractmethod
     def entropy(self, params) -> torch.Tensor:
-        raise NotImplementedError
+        """H(p(y | z, c=k)) for every row and cluster (Eq. 7): B x K."""
 
+    @abstractmethod
     def predict(self, params, q_c: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The ensemble prediction sum_k q_k E[y | z, k]."""
 
     def sample(self, params, generator=None) -> torch.Tensor:
-        raise NotImplementedError
+        """Draw y from each cluster's p(y | z, c=k); optional for a head."""
+        raise TypeError(f"the {self.name!r} head does not define sample()")
 
 
 @register_head("categorical")
