@@ -4,7 +4,8 @@
     python benchmarks/perf.py --rows-fit 200000 --rows-assign 2000000   # reduced table sizes
     python benchmarks/perf.py --only pacman,flops   # some sections (the run counts as reduced)
 
-Writes ``benchmarks/results/perf.json`` (``perf-reduced.json`` when any size or section was cut)
+Writes ``benchmarks/results/perf.json`` (``perf-reduced.json`` when a size, a section or a seed
+was cut, or ``--fit-epochs`` was given)
 with one entry per figure: its value and unit, the target it is read against, and the load
 average of the machine while it was measured (the machine may be shared). No test asserts these
 figures. Sections:
@@ -567,7 +568,8 @@ def figure(results: list[dict], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3))
-    labels = [r["name"].replace(": peak RSS", "") for r in rss]
+    labels = [r["name"].replace(": peak RSS", "").replace("dgc fit", f"dgc fit {r['rows']:,} rows")
+              for r in rss]
     ax.barh(labels, [r["value"] for r in rss], color="#4477aa")
     base = next((r["value"] for r in results if r["name"].startswith("peak RSS of a process")),
                 None)
@@ -619,7 +621,8 @@ def main(argv=None) -> dict:
         parser.error(f"unknown section(s) {sorted(unknown)}; use {', '.join(SECTIONS)}")
 
     reduced = (set(sections) != set(SECTIONS) or args.rows_fit < FULL_ROWS_FIT
-               or args.rows_assign < FULL_ROWS_ASSIGN or args.seeds < 1)
+               or args.rows_assign < FULL_ROWS_ASSIGN or args.seeds < 3
+               or args.fit_epochs is not None)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
         os.environ["DGC_PERF_THREADS"] = str(args.threads)  # for the dgc child processes

@@ -238,7 +238,7 @@ def fit(
     compile: Annotated[bool | None, typer.Option(
         "--compile/--no-compile",
         help="torch.compile the training loss: faster steps after a one-off compile that takes "
-             "a minute or two on a CPU.", show_default="no-compile")] = None,
+             "up to a minute or two on a CPU.", show_default="no-compile")] = None,
     seed: Annotated[int | None, typer.Option(
         help="Random seed (splits, initialisation, training).",
         show_default="0")] = None,
