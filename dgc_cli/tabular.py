@@ -179,7 +179,7 @@ def iter_table(path: str | os.PathLike, columns: Sequence[str], batch_rows: int 
             batches = (chunk[columns] for chunk in reader)
         elif fmt == "parquet":
             import pyarrow.parquet as pq
-            pf = pq.ParquetFile(path)
+            pf = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering holds whole row groups
             batches = (b.to_pandas() for b in pf.iter_batches(batch_size=batch_rows,
                                                               columns=columns))
         else:
