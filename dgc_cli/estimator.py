@@ -18,7 +18,7 @@ import torch
 
 from dgc_cli import __version__, distributed
 from dgc_cli.heads import HEADS, make_head
-from dgc_cli.model import DGCModel
+from dgc_cli.model import DGCModel, log_p_y_given_x
 from dgc_cli.nets import as_spec
 from dgc_cli.train import Schedule, init_prior, pretrain, train
 
@@ -317,7 +317,7 @@ class DGC:
             xb, yb = xt[i:i + 4096], yt[i:i + 4096]
             log_q_test, _, params = model.posterior(xb, None, self.entropy_reg)
             log_p_y = model.head.log_likelihood(params, yb)
-            log_pred.append(torch.logsumexp(log_q_test + log_p_y, 1))  # log p(y|x), Eq. 9 weights
+            log_pred.append(log_p_y_given_x(log_q_test, log_p_y))
             log_q_y, _, _ = model.posterior(xb, yb, self.entropy_reg, self.y_weight)
             counts += torch.bincount(log_q_y.argmax(1) * K + log_q_test.argmax(1),
                                      minlength=K * K).view(K, K).float()
@@ -445,7 +445,7 @@ class DGC:
         log_q, _, params = self._posterior(X)
         yt = self.model_.head.encode(y).to(self.device_)
         log_p_y = self.model_.head.log_likelihood(params, yt)
-        return torch.logsumexp(log_q + log_p_y, 1).mean().item()
+        return log_p_y_given_x(log_q, log_p_y).mean().item()
 
     @torch.no_grad()
     def sample(self, n: int, random_state=None):

@@ -65,6 +65,11 @@ def log_q_c_given_x(h_max, log_p_c_z, entropy_reg=True):
     return F.log_softmax(log_p_c_z - h_max if entropy_reg else log_p_c_z, dim=-1)
 
 
+def log_p_y_given_x(log_q_c_test, log_p_y_given_zc):
+    """Predictive log p(y|x) = log sum_k q_test(k|x) p(y|z,k), the ensemble with Eq. 9 weights: B."""
+    return torch.logsumexp(log_q_c_test + log_p_y_given_zc, dim=-1)
+
+
 # --- reconstruction likelihood by column kind ---------------------------------------------------
 
 def log_p_x_given_z(x: torch.Tensor, x_params: torch.Tensor, blocks, log_sigma2_x) -> torch.Tensor:
