@@ -64,7 +64,8 @@ def pacman_params(epochs: int = 80) -> dict:
     return dict(n_clusters=2, task="continuous", latent_dim=2, encoder=(128, 64),
                 head=(32,), activation="relu", epochs=epochs, batch_size=256, lr=1e-3,
                 lr_decay=0.9, lr_decay_every=10, x_likelihood="gaussian", init="flat",
-                init_var_spread=0.7, x_log_variance=-4.6, n_init=3, selection="agreement")
+                init_var_spread=0.7, x_log_variance=-4.6, n_init=3, selection="agreement",
+                y_weight=1.0)
 
 
 def mnist_params(epochs: int = 100) -> dict:
@@ -74,7 +75,7 @@ def mnist_params(epochs: int = 100) -> dict:
     return dict(n_clusters=4, task="categorical", latent_dim=10, encoder=(500, 500, 2000),
                 decoder=(2000, 500, 500), head=(), activation="relu", epochs=epochs,
                 batch_size=128, lr=2e-3, lr_decay=0.9, lr_decay_every=10,
-                x_likelihood="bernoulli")
+                x_likelihood="bernoulli", y_weight=1.0)
 
 
 def svhn_params(n_clusters: int = 10, epochs: int = 150) -> dict:
@@ -93,7 +94,7 @@ def svhn_params(n_clusters: int = 10, epochs: int = 150) -> dict:
     return dict(n_clusters=n_clusters, task="categorical", latent_dim=256, encoder=encoder,
                 decoder=decoder, head=(512, 1024, 512, 256), activation="sigmoid",
                 epochs=epochs, batch_size=128, lr=1e-4, lr_decay=1.0, lr_decay_every=10,
-                x_likelihood="bernoulli")
+                x_likelihood="bernoulli", y_weight=1.0)
 
 
 def survival_params(n_clusters: int, x_likelihood="gaussian", epochs: int | None = None) -> dict:

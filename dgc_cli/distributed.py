@@ -90,3 +90,12 @@ def gather_rows(array: np.ndarray) -> np.ndarray | None:
     parts = [None] * world_size() if is_main() else None
     dist.gather_object(array, parts, dst=0)
     return np.concatenate(parts) if is_main() else None
+
+
+def broadcast_object(obj):
+    """Rank 0's Python object on every rank (the object itself in one process)."""
+    if not active():
+        return obj
+    box = [obj if is_main() else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -18,9 +18,10 @@ import torch
 
 from dgc_cli import __version__, distributed
 from dgc_cli.heads import HEADS, make_head
+from dgc_cli.mixreg import fit_response_groups
 from dgc_cli.model import DGCModel, log_p_y_given_x
 from dgc_cli.nets import as_spec
-from dgc_cli.train import Schedule, init_prior, pretrain, train
+from dgc_cli.train import Schedule, group_clusters, init_prior, pretrain, train
 
 FORMAT_VERSION = 1
 INIT_STRATEGIES = ("gmm", "flat", "ygmm")
@@ -83,8 +84,9 @@ class DGC:
     mc_samples : int
         Monte Carlo samples of z per row (M).
     init : {"auto", "gmm", "flat", "ygmm"}
-        Mixture initialisation; auto tries several and keeps the one whose clusters best explain
-        y on held-out rows (see docs/method.md).
+        Mixture initialisation. auto: ygmm (y first) for a categorical or continuous response;
+        for survival, flat and gmm are both trained and the one whose clusters best explain y
+        is kept (see docs/method.md).
     n_init : int
         Restarts per initialisation strategy (seeds random_state, +1, ...); the kept run is the
         one ``selection`` prefers.
@@ -94,12 +96,14 @@ class DGC:
         (agreement: the clusters y defines can be found again from x alone), their sum (goal,
         the auto choice with a response), or the ELBO (auto without a response).
     x_log_variance : float
-        Fixed log-variance of the gaussian columns of p(x|z) (0 on standardised columns);
-        lower makes reconstruction weigh more, so z keeps finer detail of x.
+        Fixed log-variance of the gaussian columns of p(x|z) (on standardised columns); lower
+        makes reconstruction weigh more, so z keeps finer detail of x. The default -1 is the
+        measured choice (docs/method.md, continuous responses).
     init_var_spread : float
         With init="flat", spread the components' log-variances over [-s, s].
     y_weight : float
-        Temper p(y|z,c)^w in the training posterior and the ensemble term; 1 is the paper.
+        Temper p(y|z,c)^w in the training posterior and the ensemble term; 1 is the paper, the
+        default 2 is the measured choice that lets a continuous y steer (docs/method.md).
     x_likelihood : "auto", "gaussian", "bernoulli" or list of (kind, width)
         Reconstruction likelihood by column block (gaussian, bernoulli, categorical).
     use_decoder : bool
@@ -117,8 +121,8 @@ class DGC:
     def __init__(self, n_clusters=3, task="auto", latent_dim=10, encoder=(128, 64), decoder=None,
                  head=(32,), activation="relu", epochs=None, pretrain_epochs=None, batch_size=None,
                  lr=1e-3, lr_decay=0.9, lr_decay_every=10, entropy_reg=True, mc_samples=1,
-                 init="auto", n_init=1, selection="auto", y_weight=1.0, x_likelihood="auto",
-                 learn_x_variance=False, x_log_variance=0.0, init_var_spread=0.0,
+                 init="auto", n_init=1, selection="auto", y_weight=2.0, x_likelihood="auto",
+                 learn_x_variance=False, x_log_variance=-1.0, init_var_spread=0.0,
                  use_decoder=True, use_y=True, device="auto", precision="32", compile=False, random_state=None):
         self.n_clusters = n_clusters
         self.task = task
@@ -201,7 +205,8 @@ class DGC:
                         lr_decay=self.lr_decay, lr_decay_every=self.lr_decay_every,
                         mc_samples=self.mc_samples, entropy_reg=self.entropy_reg,
                         y_weight=self.y_weight, use_decoder=self.use_decoder,
-                        use_y=self.use_y, precision=self.precision, compile=self.compile)
+                        use_y=self.use_y, precision=self.precision, compile=self.compile,
+                        warmup_epochs=epochs // 5)
 
     def _config(self) -> dict:
         """Everything needed to rebuild the network (JSON); weights go to safetensors."""
@@ -274,15 +279,16 @@ class DGC:
     def _init_candidates(self) -> list[str]:
         """The default initialisation, chosen by measurement (docs/method.md).
 
-        A categorical response defines the first split itself: a mixture fitted on the latent
-        means joined with the one-hot response (ygmm) splits by y first and, with more clusters
-        than classes, by the strongest structure of x inside each class. Other responses carry
-        no such labels, so an uninformative prior (y steers first) and VaDE's recipe (x first)
-        are both trained and the one whose clusters best explain y on the rows is kept.
+        y first (ygmm): the response's groups (the classes of a categorical y; the components
+        of a mixture of linear regressions of a continuous y on x) share out the clusters, a
+        mixture on each group's latent means places them, and the groups guide pre-training
+        and the first epochs. A survival response has neither, so an uninformative prior (y
+        steers first) and VaDE's recipe (x first) are both trained and the one whose clusters
+        best explain y on the rows is kept.
         """
         if not self.use_y:
             return ["gmm"]
-        if self.task_ == "categorical":
+        if self.task_ in ("categorical", "continuous"):
             return ["ygmm"]
         return ["flat", "gmm"]
 
@@ -293,18 +299,37 @@ class DGC:
         model = self._build(self._config()).to(self.device_)
         distributed.broadcast_parameters(model)
         yt = model.head.encode(y).to(self.device_)
-        pretrain(model, xt, sched, generator, callback)
-        y_codes = None
+        y_codes = groups = None
         if strategy == "ygmm":
-            if self.task_ != "categorical":
-                raise ValueError("init='ygmm' needs a categorical response; use flat or gmm")
-            y_codes = yt.cpu().numpy()
+            y_codes, n_groups = self._response_groups(xt, yt, seed)
+            counts = torch.bincount(torch.as_tensor(y_codes), minlength=n_groups).to(self.device_)
+            cluster_groups = group_clusters(self.n_clusters,
+                                            distributed.sum_over_ranks(counts).cpu().numpy())
+            if cluster_groups is not None:
+                groups = (torch.as_tensor(y_codes, device=self.device_),
+                          torch.as_tensor(cluster_groups, device=self.device_))
+        pretrain(model, xt, sched, generator, callback, yt, groups)
         init_prior(model, xt, strategy, seed, y_codes, self.init_var_spread)
         if callback:
             callback({"stage": "init", "epoch": 1, "epochs": 1, "loss": float("nan"),
                       "terms": {}, "init": strategy})
-        history = train(model, xt, yt, sched, generator, callback)
+        history = train(model, xt, yt, sched, generator, callback, groups=groups)
         return model, history
+
+    def _response_groups(self, xt, yt, seed) -> tuple[np.ndarray, int]:
+        """Group codes of this rank's rows for the y-first start, and the number of groups:
+        the classes of a categorical y; for a continuous y, the components of a mixture of
+        linear regressions of y on x (fitted on rank 0, sent to every rank)."""
+        y = yt.cpu().numpy()
+        if self.task_ == "categorical":
+            return y.astype(np.int64), len(self.classes_)
+        if self.task_ != "continuous":
+            raise ValueError(f"init='ygmm' needs a categorical or continuous response, "
+                             f"not {self.task_}; use flat or gmm")
+        x = xt.reshape(len(xt), -1).cpu().numpy()
+        fitted = fit_response_groups(x, y, self.n_clusters, seed) if distributed.is_main() else None
+        fitted = distributed.broadcast_object(fitted)
+        return fitted.assign(x, y), fitted.mixture.n_components
 
     @torch.no_grad()
     def _selection_scores(self, model, xt, y) -> dict:

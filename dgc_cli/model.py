@@ -49,15 +49,30 @@ def entropy_max(entropy: torch.Tensor) -> torch.Tensor:
     return entropy.clamp(min=0.0)
 
 
-def log_q_c_given_xy(log_p_y_given_zc, h_max, log_p_c_z, entropy_reg=True, y_weight=1.0):
+def log_q_c_given_xy(log_p_y_given_zc, h_max, log_p_c_z, entropy_reg=True, y_weight=1.0,
+                     log_p_g_given_c=None):
     """Training posterior, Eq. 8 (Eq. 6 when ``entropy_reg`` is off), in log space: B x K.
 
-    ``y_weight`` tempers the likelihood, p(y|z,c)^w; w = 1 is the paper.
+    ``y_weight`` tempers the likelihood, p(y|z,c)^w; w = 1 is the paper. ``log_p_g_given_c``
+    (B x K), used only while warming up a y-first start, adds the row's response group as one
+    more piece of evidence about c (see ``response_group_evidence``).
     """
     logits = y_weight * log_p_y_given_zc + log_p_c_z
     if entropy_reg:
         logits = logits - y_weight * h_max
+    if log_p_g_given_c is not None:
+        logits = logits + log_p_g_given_c
     return F.log_softmax(logits, dim=-1)
+
+
+def response_group_evidence(row_groups, cluster_groups, error: float = 0.01) -> torch.Tensor:
+    """log p(g|c) for the y-first warm-up: the row's response group g is a noisy label of its
+    cluster, right with probability 1 - ``error`` and otherwise spread over the other groups.
+    row_groups (B), cluster_groups (K) -> B x K."""
+    n_groups = max(int(cluster_groups.max()) + 1, 2)
+    same = row_groups.unsqueeze(1) == cluster_groups.unsqueeze(0)
+    right, wrong = math.log1p(-error), math.log(error / (n_groups - 1))
+    return torch.where(same, right, wrong).float()
 
 
 def log_q_c_given_x(h_max, log_p_c_z, entropy_reg=True):
@@ -167,7 +182,7 @@ class DGCModel(nn.Module):
         return log_p_c_z, params, entropy_max(self.head.entropy(params))
 
     def terms(self, x, y=None, mc_samples=1, entropy_reg=True, y_weight=1.0,
-              use_decoder=True) -> Terms:
+              use_decoder=True, log_p_g_given_c=None) -> Terms:
         """Every term of minus the regularised ELBO, per row, with M samples of z ~ q(z|x).
 
         With ``y`` the posterior is Eq. 8 (labelled); without it, the model is VaDE
@@ -187,7 +202,8 @@ class DGCModel(nn.Module):
             params = self.head(z)
             log_p_y_given_zc = self.head.log_likelihood(params, y)
             h = entropy_max(self.head.entropy(params)) if entropy_reg else torch.zeros_like(log_p_y_given_zc)
-            log_q_samples.append(log_q_c_given_xy(log_p_y_given_zc, h, log_p_c_z, entropy_reg, y_weight))
+            log_q_samples.append(log_q_c_given_xy(log_p_y_given_zc, h, log_p_c_z, entropy_reg,
+                                                  y_weight, log_p_g_given_c))
             log_p_y.append(log_p_y_given_zc)
             h_max.append(h)
         # q(c|x) is a function of x: average the per-sample optima (Eq. 8) over the M samples.
@@ -203,12 +219,24 @@ class DGCModel(nn.Module):
         return Terms(recon, ensemble, kl_c, kl_z, entropy, log_q_c)
 
     def forward(self, x, y=None, mc_samples=1, entropy_reg=True, y_weight=1.0,
-                use_decoder=True, pretrain=False):
+                use_decoder=True, pretrain=False, log_p_g_given_c=None):
         """Per-row terms of the loss (so that DistributedDataParallel can wrap the model);
         with ``pretrain`` the autoencoder's log p(x | z = mu~(x)) alone."""
         if pretrain:
-            return self.reconstruction(x, self.encode(x)[0])
-        return self.terms(x, y, mc_samples, entropy_reg, y_weight, use_decoder)
+            return self.pretrain_objective(x, y, y_weight, log_p_g_given_c)
+        return self.terms(x, y, mc_samples, entropy_reg, y_weight, use_decoder, log_p_g_given_c)
+
+    def pretrain_objective(self, x, y=None, y_weight=1.0, log_p_g_given_c=None) -> torch.Tensor:
+        """Pre-training: the autoencoder's log p(x | z = mu~(x)); with y and the rows' response
+        groups, plus log sum_k q(k|g) p(y|z,k), q(c|g) proportional to p(g|c): the heads
+        learn y, each row through the clusters of its group."""
+        z = self.encode(x)[0]
+        objective = self.reconstruction(x, z)
+        if y is not None and log_p_g_given_c is not None:
+            log_p_y_given_zc = self.head.log_likelihood(self.head(z), y)
+            log_q_c_given_g = F.log_softmax(log_p_g_given_c, dim=-1)
+            objective = objective + y_weight * log_p_y_given_x(log_q_c_given_g, log_p_y_given_zc)
+        return objective
 
     @torch.no_grad()
     def posterior(self, x, y=None, entropy_reg=True, y_weight=1.0):

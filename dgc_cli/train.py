@@ -17,7 +17,7 @@ import torch
 from sklearn.mixture import GaussianMixture
 
 from dgc_cli import distributed
-from dgc_cli.model import DGCModel
+from dgc_cli.model import DGCModel, response_group_evidence
 
 Callback = Callable[[dict], None]
 
@@ -39,6 +39,7 @@ class Schedule:
     use_y: bool = True
     precision: str = "32"
     compile: bool = False  # torch.compile the loss computation (first steps pay the compile)
+    warmup_epochs: int = 0  # epochs in which a y-first start's response groups guide q(c|x,y)
 
 
 def autocast(device: torch.device, precision: str):
@@ -59,19 +60,27 @@ def batches(n: int, batch_size: int, generator: torch.Generator, device, shuffle
         yield order[step * local:(step + 1) * local]
 
 
-def pretrain(model: DGCModel, x: torch.Tensor, sched: Schedule, generator, callback=None):
-    """Autoencoder pre-training on reconstruction alone, through the encoder means."""
+def pretrain(model: DGCModel, x: torch.Tensor, sched: Schedule, generator, callback=None,
+             y=None, groups=None):
+    """Autoencoder pre-training through the encoder means. With a y-first start (``y`` and
+    ``groups``, as in ``train``) the heads learn y too, each row through the clusters of its
+    response group, so that z keeps what the groups' responses need."""
     if sched.pretrain_epochs <= 0 or not sched.use_decoder:
         return
-    params = [p for n, p in model.named_parameters()
-              if n.startswith(("encoder", "to_mu", "decoder"))]
+    guided = y is not None and groups is not None and sched.use_y
+    prefixes = ("encoder", "to_mu", "decoder") + (("head",) if guided else ())
+    params = [p for n, p in model.named_parameters() if n.startswith(prefixes)]
     opt = torch.optim.Adam(params, lr=sched.lr)
     net = distributed.wrap(model)
     for epoch in range(sched.pretrain_epochs):
         total = torch.zeros(2, device=x.device)
         for idx in batches(len(x), sched.batch_size, generator, x.device):
+            yb = evidence = None
+            if guided:
+                yb, evidence = y[idx], response_group_evidence(groups[0][idx], groups[1])
             with autocast(x.device, sched.precision):
-                loss = -net(x[idx], pretrain=True).mean()
+                loss = -net(x[idx], yb, y_weight=sched.y_weight, pretrain=True,
+                            log_p_g_given_c=evidence).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -98,6 +107,15 @@ def allocate(K: int, counts: np.ndarray) -> np.ndarray:
     return n
 
 
+def group_clusters(K: int, counts: np.ndarray) -> np.ndarray | None:
+    """The response group of each of the K clusters of a y-first start: the non-empty groups
+    (``counts`` rows each) share the clusters by size; None with more groups than clusters."""
+    present = np.flatnonzero(counts)
+    if K < len(present):
+        return None
+    return np.repeat(present, allocate(K, counts[present]))
+
+
 def _diag_gmm(z: np.ndarray, k: int, seed: int) -> GaussianMixture:
     return GaussianMixture(k, covariance_type="diag", random_state=seed, reg_covar=1e-4,
                            max_iter=200).fit(z)
@@ -113,7 +131,7 @@ def init_prior(model: DGCModel, x: torch.Tensor, strategy: str, seed: int, y_cod
           ``var_spread`` spreads the components' log-variances over [-s, s] (concentric
           components, which can split by distance from the centre, as Pacman's annuli need).
     ygmm: y first, then x: the K clusters are shared out over the response classes
-          (``y_codes``, integer codes) by size, and a GaussianMixture on each class's latent
+          (``y_codes``, integer codes >= 0) by size (``group_clusters``), and a GaussianMixture on each class's latent
           means places that class's clusters. With fewer clusters than classes, one mixture
           on the latent means joined with the one-hot response.
     """
@@ -143,16 +161,16 @@ def _fit_prior(model: DGCModel, z: np.ndarray, strategy: str, seed: int, y_codes
         gmm = _diag_gmm(z, K, seed)
         means, variances, weights = gmm.means_, gmm.covariances_, gmm.weights_
     elif strategy == "ygmm" and y_codes is not None:
-        classes, codes = np.unique(y_codes, return_inverse=True)
-        counts = np.bincount(codes)
-        if K >= len(classes):
+        cluster_groups = group_clusters(K, np.bincount(y_codes))
+        if cluster_groups is not None:
             parts = []
-            for c, k in enumerate(allocate(K, counts)):
-                zc = z[codes == c]
-                gmm = _diag_gmm(zc, min(k, len(zc)), seed)
-                parts.append((gmm.means_, gmm.covariances_, gmm.weights_ * counts[c] / len(z)))
+            for group in np.unique(cluster_groups):
+                zg = z[y_codes == group]
+                gmm = _diag_gmm(zg, int((cluster_groups == group).sum()), seed)
+                parts.append((gmm.means_, gmm.covariances_, gmm.weights_ * len(zg) / len(z)))
             means, variances, weights = (np.concatenate(p) for p in zip(*parts, strict=True))
         else:
+            classes, codes = np.unique(y_codes, return_inverse=True)
             onehot = np.eye(len(classes))[codes] * z.std(0).mean() * 10.0
             gmm = _diag_gmm(np.concatenate([z, onehot], 1), K, seed)
             means, variances, weights = gmm.means_[:, :J], gmm.covariances_[:, :J], gmm.weights_
@@ -164,8 +182,14 @@ def _fit_prior(model: DGCModel, z: np.ndarray, strategy: str, seed: int, y_codes
 
 
 def train(model: DGCModel, x: torch.Tensor, y, sched: Schedule, generator, callback=None,
-          history=None, epoch_offset=0):
-    """Adam on minus the regularised ELBO; returns the per-epoch history of mean terms."""
+          history=None, epoch_offset=0, groups=None):
+    """Adam on minus the regularised ELBO; returns the per-epoch history of mean terms.
+
+    ``groups`` = (row group codes (N), cluster group codes (K)) from a y-first start: for the
+    first ``sched.warmup_epochs`` epochs the row's response group is extra evidence in the
+    training posterior, so that the heads learn their groups' responses before Eq. 8 alone
+    decides (a continuous y gives no class for the heads to start from).
+    """
     history = [] if history is None else history
     opt = torch.optim.Adam(model.parameters(), lr=sched.lr)
     decay = torch.optim.lr_scheduler.StepLR(opt, step_size=max(sched.lr_decay_every, 1),
@@ -178,9 +202,12 @@ def train(model: DGCModel, x: torch.Tensor, y, sched: Schedule, generator, callb
         sums = torch.zeros(6, device=x.device)  # the five terms, then the row count
         for idx in batches(len(x), sched.batch_size, generator, x.device):
             yb = y[idx] if (y is not None and sched.use_y) else None
+            evidence = None
+            if groups is not None and yb is not None and epoch < sched.warmup_epochs:
+                evidence = response_group_evidence(groups[0][idx], groups[1])
             with autocast(x.device, sched.precision):
                 terms = net(x[idx], yb, sched.mc_samples, sched.entropy_reg, sched.y_weight,
-                            sched.use_decoder)
+                            sched.use_decoder, log_p_g_given_c=evidence)
             loss = -terms.elbo.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
