@@ -475,7 +475,7 @@ def _as_binary(s: pd.Series, name: str) -> np.ndarray:
 
 
 def _as_float(s: pd.Series, name: str) -> np.ndarray:
-    x = _numeric(s, f"column '{name}' (numeric when the model was fitted)").to_numpy(dtype=float)
+    x = _numeric(s, f"column '{name}' (numeric when the model was fitted)").to_numpy(dtype=float, copy=True)
     if np.isinf(x).any():
         raise InputError(f"column '{name}' holds infinite values")
     return x
@@ -490,8 +490,11 @@ class TablePreprocessor:
     gains a 0/1 missing-indicator column. Output columns are ordered numeric, binary, indicators,
     one-hot groups, so `likelihood_blocks()` is a short list.
 
-    Fitting uses scikit-learn's SimpleImputer, StandardScaler and OneHotEncoder; the fitted
-    statistics live in a JSON-ready dict (`to_dict`) and `transform` works from that dict alone.
+    Numeric statistics are taken one column at a time (numpy's nanmedian, mean and population
+    standard deviation, as StandardScaler); binary and text columns use scikit-learn's
+    SimpleImputer and OneHotEncoder. The fitted statistics live in a JSON-ready dict
+    (`to_dict`), and `transform` works from that dict alone, writing each column straight into
+    one float32 matrix.
     """
 
     def __init__(self):
@@ -499,7 +502,7 @@ class TablePreprocessor:
 
     def fit(self, df: pd.DataFrame, columns: Sequence[str] | None = None) -> TablePreprocessor:
         from sklearn.impute import SimpleImputer
-        from sklearn.preprocessing import OneHotEncoder, StandardScaler
+        from sklearn.preprocessing import OneHotEncoder
 
         columns = list(df.columns if columns is None else columns)
         check_features(df, columns)
@@ -512,12 +515,14 @@ class TablePreprocessor:
                  "numeric": {"columns": num, "medians": [], "means": [], "scales": []},
                  "binary": {"columns": binary, "fill": []},
                  "categorical": {"columns": cat, "fill": [], "categories": []}}
-        if num:
-            x = np.column_stack([_as_float(df[c], c) for c in num])
-            imputer = SimpleImputer(strategy="median").fit(x)
-            scaler = StandardScaler().fit(imputer.transform(x))
-            state["numeric"].update(medians=imputer.statistics_.tolist(),
-                                    means=scaler.mean_.tolist(), scales=scaler.scale_.tolist())
+        for c in num:  # one column at a time: memory stays near one column, not the table
+            x = _as_float(df[c], c)
+            median = float(np.nanmedian(x))
+            x[np.isnan(x)] = median
+            scale = float(x.std())
+            state["numeric"]["medians"].append(median)
+            state["numeric"]["means"].append(float(x.mean()))
+            state["numeric"]["scales"].append(scale if scale > 0 else 1.0)
         if binary:
             x = np.column_stack([_as_binary(df[c], c) for c in binary])
             imputer = SimpleImputer(strategy="most_frequent").fit(x)
@@ -551,17 +556,22 @@ class TablePreprocessor:
         """The (n, d) float32 matrix for `df`, which must hold every fitted input column."""
         st = self._state()
         require_columns(list(df.columns), st["columns"], "the data", what="feature column")
-        parts = []
+        out = np.zeros((len(df), len(self.feature_names_out)), dtype=np.float32)
+        j = 0
         num = st["numeric"]
         for c, med, mean, scale in zip(num["columns"], num["medians"], num["means"],
                                        num["scales"], strict=True):
             x = _as_float(df[c], c)
-            parts.append((np.where(np.isnan(x), med, x) - mean) / scale)
+            x[np.isnan(x)] = med
+            out[:, j] = (x - mean) / scale
+            j += 1
         for c, fill in zip(st["binary"]["columns"], st["binary"]["fill"], strict=True):
             x = _as_binary(df[c], c)
-            parts.append(np.where(np.isnan(x), fill, x))
+            out[:, j] = np.where(np.isnan(x), fill, x)
+            j += 1
         for c in st["missing_indicators"]:
-            parts.append(df[c].isna().to_numpy(dtype=float))
+            out[:, j] = df[c].isna().to_numpy()
+            j += 1
         cat = st["categorical"]
         for c, fill, cats in zip(cat["columns"], cat["fill"], cat["categories"], strict=True):
             if not cats:
@@ -569,13 +579,10 @@ class TablePreprocessor:
             text = _as_text(df[c])
             text[pd.isna(text)] = fill
             codes = pd.Categorical(text, categories=cats).codes  # -1 for an unseen category
-            onehot = np.zeros((len(df), len(cats)))
-            seen = codes >= 0
-            onehot[np.flatnonzero(seen), codes[seen]] = 1.0
-            parts.extend(onehot.T)
-        if not parts:
-            return np.zeros((len(df), 0), dtype=np.float32)
-        return np.column_stack(parts).astype(np.float32)
+            seen = np.flatnonzero(codes >= 0)
+            out[seen, j + codes[seen]] = 1.0
+            j += len(cats)
+        return out
 
     def fit_transform(self, df: pd.DataFrame, columns: Sequence[str] | None = None) -> np.ndarray:
         return self.fit(df, columns).transform(df)

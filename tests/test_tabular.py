@@ -51,10 +51,12 @@ def test_numpy_transform_matches_sklearn(frame):
     from sklearn.impute import SimpleImputer
     from sklearn.preprocessing import StandardScaler
 
+    before = frame.copy()
     pre = TablePreprocessor().fit(frame, ["age", "dose"])
     x = frame[["age", "dose"]].to_numpy()
     expected = StandardScaler().fit_transform(SimpleImputer(strategy="median").fit_transform(x))
     np.testing.assert_allclose(pre.transform(frame)[:, :2], expected, rtol=1e-5, atol=1e-6)
+    pd.testing.assert_frame_equal(frame, before)  # imputing never writes into the caller's table
 
 
 def test_missing_values_are_imputed_with_an_indicator(frame):
