@@ -61,17 +61,18 @@ OFFICIAL_PEAK_RSS_GB = 1.09
 
 # dgc's Pacman settings on standardised x (docs/method.md has the final recommendation).
 PACMAN_DGC = dict(n_clusters=2, task="continuous", latent_dim=2, init="flat", x_log_variance=-4.6,
-                  init_var_spread=0.7, n_init=3, selection="agreement")
+                  init_var_spread=0.7, n_init=3, selection="agreement", y_weight=1.0)
 # The official code's Pacman networks: 2-128-256-256 -> z (10) -> 256-256-128 -> 2, sigmoid;
 # its task network has 128 hidden units (paper, Appendix B.2).
 PACMAN_OFFICIAL = dict(n_clusters=2, task="continuous", latent_dim=10, encoder=(128, 256, 256),
                        decoder=(256, 256, 128), head=(128,), activation="sigmoid",
-                       x_likelihood="gaussian", init="flat", n_init=1, pretrain_epochs=0)
+                       x_likelihood="gaussian", init="flat", n_init=1, pretrain_epochs=0,
+                       y_weight=1.0, x_log_variance=0.0)
 # Noisy MNIST (Appendix B.1): 784-500-500-2000 -> z (10), mirrored decoder, Bernoulli pixels,
 # a linear task net, K = 4; here at batch 1,024.
 MNIST_MLP = dict(n_clusters=4, task="categorical", latent_dim=10, encoder=(500, 500, 2000),
                  decoder=(2000, 500, 500), head=(), activation="relu", x_likelihood="bernoulli",
-                 init="flat", n_init=1, pretrain_epochs=0, lr=2e-3)
+                 init="flat", n_init=1, pretrain_epochs=0, lr=2e-3, y_weight=1.0)
 
 
 # ----------------------------------------------------------------------------------- helpers

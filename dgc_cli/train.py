@@ -17,7 +17,7 @@ import torch
 from sklearn.mixture import GaussianMixture
 
 from dgc_cli import distributed
-from dgc_cli.model import DGCModel, response_group_evidence
+from dgc_cli.model import LOG_SIGMA2_Q_BOUND, DGCModel, response_group_evidence
 
 Callback = Callable[[dict], None]
 
@@ -152,6 +152,21 @@ def init_prior(model: DGCModel, x: torch.Tensor, strategy: str, seed: int, y_cod
     for tensor in (model.mu, model.log_sigma2, model.pi_logits):  # rank 0's mixture for all
         if distributed.active():
             torch.distributed.broadcast(tensor.data, src=0)
+    match_q_variance(model)
+
+
+@torch.no_grad()
+def match_q_variance(model: DGCModel):
+    """Start q(z|x) with the variance of the narrowest fitted component in each dimension.
+
+    Pre-training fits the encoder means only; its log-variance layer is still at its random
+    start (sigma2~ near 1). Against components fitted on the pre-trained means, which can be far
+    narrower (e^-5 on noisy MNIST), such a z sample lands outside every narrow component, the
+    broadest one takes every row, and the clusters collapse.
+    """
+    target = model.log_sigma2.min(0).values.clamp(-LOG_SIGMA2_Q_BOUND + 1e-3, LOG_SIGMA2_Q_BOUND - 1e-3)
+    model.to_log_sigma2.weight.zero_()
+    model.to_log_sigma2.bias.copy_(LOG_SIGMA2_Q_BOUND * torch.atanh(target / LOG_SIGMA2_Q_BOUND))
 
 
 @torch.no_grad()

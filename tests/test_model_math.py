@@ -123,3 +123,29 @@ def test_elbo_is_the_sum_of_its_terms_and_reduces_to_vade_without_y():
     # Without y, q(c|x) is p(c|z) at the sampled z: its KL to p(c|z) is zero, so minus
     # the ELBO's cluster terms equal -log p(z) up to the z-dependent parts checked above.
     assert math.isclose(vade.log_q_c.exp().sum(-1).mean().item(), 1.0, rel_tol=1e-6)
+
+
+def test_response_group_evidence_is_a_noisy_label_and_warm_up_posterior_follows_it():
+    from dgc_cli.model import response_group_evidence
+
+    evidence = response_group_evidence(torch.tensor([0, 1, 1]), torch.tensor([0, 0, 1, 1]))
+    torch.testing.assert_close(evidence.exp().sum(-1), torch.full((3,), 2 * 0.99 + 2 * 0.01))
+    assert evidence[0, 0] == evidence[0, 1] == math.log(0.99)
+    assert evidence[0, 2] == math.log(0.01)
+    flat = torch.zeros(3, 4)  # heads and p(c|z) indifferent: the group alone decides
+    q = log_q_c_given_xy(flat, flat, flat, log_p_g_given_c=evidence).exp()
+    torch.testing.assert_close(q.sum(-1), torch.ones(3))
+    torch.testing.assert_close(q[0, :2].sum(), torch.tensor(0.99))
+    torch.testing.assert_close(q[1, 2:].sum(), torch.tensor(0.99))
+
+
+def test_mixture_start_gives_q_z_the_narrowest_component_variance():
+    from dgc_cli.train import init_prior
+
+    torch.manual_seed(0)
+    model = small_model()
+    x = torch.cat([torch.randn(200, 5) * 0.05, torch.randn(200, 5) * 0.05 + 3])
+    init_prior(model, x, "gmm", seed=0)
+    _, log_sigma2_q = model.encode(torch.randn(7, 5))
+    expected = model.log_sigma2.min(0).values.expand(7, -1)
+    torch.testing.assert_close(log_sigma2_q, expected, atol=1e-4, rtol=1e-4)
