@@ -4,11 +4,11 @@
     python benchmarks/perf.py --rows-fit 200000 --rows-assign 2000000   # reduced table sizes
     python benchmarks/perf.py --only pacman,flops   # some sections (the run counts as reduced)
 
-Writes ``benchmarks/results/perf.json`` (``perf-reduced.json`` when a size, a section or a seed
-was cut, or ``--fit-epochs`` was given)
-with one entry per figure: its value and unit, the target it is read against, and the load
-average of the machine while it was measured (the machine may be shared). No test asserts these
-figures. Sections:
+Writes ``benchmarks/results/perf.json``; a run of some sections writes ``perf-SECTIONS.json``
+(``perf-tables.json``), with ``-reduced`` added when a size or a seed was cut or
+``--fit-epochs`` was given. One entry per figure: its value and unit, the target it is read
+against, and the load average of the machine while it was measured (the machine may be shared).
+No test asserts these figures. Sections:
 
 1. ``pacman``: seconds per training epoch of the official DGC Pacman architecture at batch 128
    on 60,000 points (like for like with the official code's quoted 1.8-2.4 s), also with
@@ -621,9 +621,9 @@ def main(argv=None) -> dict:
     if unknown:
         parser.error(f"unknown section(s) {sorted(unknown)}; use {', '.join(SECTIONS)}")
 
-    reduced = (set(sections) != set(SECTIONS) or args.rows_fit < FULL_ROWS_FIT
-               or args.rows_assign < FULL_ROWS_ASSIGN or args.seeds < 3
-               or args.fit_epochs is not None)
+    sized_down = (args.rows_fit < FULL_ROWS_FIT or args.rows_assign < FULL_ROWS_ASSIGN
+                  or args.seeds < 3 or args.fit_epochs is not None)
+    reduced = set(sections) != set(SECTIONS) or sized_down
     if args.threads is not None:
         torch.set_num_threads(args.threads)
         os.environ["DGC_PERF_THREADS"] = str(args.threads)  # for the dgc child processes
@@ -642,7 +642,10 @@ def main(argv=None) -> dict:
 
     command = "python benchmarks/perf.py" + ("" if argv is None and len(sys.argv) == 1 else
                                              " " + " ".join(sys.argv[1:] if argv is None else argv))
-    stem = "perf-reduced" if reduced else "perf"
+    # perf.json only from a full run; a run of some sections is named after them, so that it
+    # never overwrites another partial run's figures
+    stem = "perf" + ("" if set(sections) == set(SECTIONS) else "-" + "-".join(sections))
+    stem += "-reduced" if sized_down else ""
     args.out.mkdir(parents=True, exist_ok=True)
     payload = {"bench": "perf", "command": command, "reduced": reduced,
                "seconds": round(time.perf_counter() - started, 1), "machine": machine(),

@@ -370,7 +370,7 @@ def demo(
     _print_summary(result, quiet)
 
 
-# The bench sub-app lives in dgc_cli/bench.py (`bench_app: typer.Typer`); the CLI works without it.
+# The bench sub-app lives in dgc_cli/bench/ (`bench_app: typer.Typer`); the CLI works without it.
 try:
     from dgc_cli.bench import bench_app
 except ModuleNotFoundError as _err:
