@@ -133,6 +133,13 @@ def _prepare(path, columns: Sequence[str] | None) -> tuple[str, list[str] | None
     return table_format(path), list(dict.fromkeys(columns))
 
 
+def _arrow_to_pandas(table) -> pd.DataFrame:
+    """Convert with as little extra memory as pyarrow allows: each column is freed once
+    converted (``self_destruct``; the table must not be touched afterwards), one pandas block
+    per column (no consolidation copy), one column at a time."""
+    return table.to_pandas(self_destruct=True, split_blocks=True, use_threads=False)
+
+
 def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None,
                text_columns: Sequence[str] = ()) -> pd.DataFrame:
     """Read a .csv/.tsv/.parquet/.feather table, only `columns` when given.
@@ -148,10 +155,10 @@ def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None,
                              dtype={c: str for c in text_columns} or None)
         elif fmt == "parquet":
             import pyarrow.parquet as pq
-            df = pq.read_table(path, columns=columns).to_pandas()
+            df = _arrow_to_pandas(pq.read_table(path, columns=columns, pre_buffer=False))
         else:
             import pyarrow.feather as feather
-            df = feather.read_table(path, columns=columns).to_pandas()
+            df = _arrow_to_pandas(feather.read_table(path, columns=columns))
     except InputError:
         raise
     except Exception as exc:
@@ -441,11 +448,15 @@ def response_array(df: pd.DataFrame, task: str, response: Sequence[str]) -> np.n
 
 def _column_kind(s: pd.Series) -> str:
     """"binary" (bool or 0/1), "numeric", or "categorical"."""
-    values = s.dropna()
-    if pd.api.types.is_bool_dtype(s) or (len(values) and values.map(type).isin([bool]).all()):
+    if pd.api.types.is_bool_dtype(s):
         return "binary"
-    if pd.api.types.is_numeric_dtype(s):
-        return "binary" if set(values.unique()) == {0, 1} else "numeric"
+    values = s.dropna()
+    if pd.api.types.is_numeric_dtype(s):  # vectorised: no Python call per value
+        v = values.to_numpy()
+        zero, one = v == 0, v == 1
+        return "binary" if (zero | one).all() and zero.any() and one.any() else "numeric"
+    if len(values) and values.map(type).isin([bool]).all():  # Python bools in an object column
+        return "binary"
     return "categorical"
 
 
