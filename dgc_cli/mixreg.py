@@ -101,10 +101,14 @@ class ResponseGroups:
     mixture: MixtureOfRegressions
     basis: tuple
 
-    def assign(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """The most probable component of every row: n group codes."""
-        xa, ys, _ = _design(x, y, self.basis)
-        return self.mixture.log_joint(xa, ys).argmax(1)
+    def assign(self, x: np.ndarray, y: np.ndarray, chunk: int = 65536) -> np.ndarray:
+        """The most probable component of every row: n group codes (in chunks of rows, so
+        memory stays near one chunk's float64 copy)."""
+        codes = np.empty(len(x), dtype=np.int64)
+        for i in range(0, len(x), chunk):
+            xa, ys, _ = _design(x[i:i + chunk], y[i:i + chunk], self.basis)
+            codes[i:i + chunk] = self.mixture.log_joint(xa, ys).argmax(1)
+        return codes
 
 
 def fit_response_groups(x: np.ndarray, y: np.ndarray, max_groups: int, seed: int,

@@ -317,14 +317,15 @@ def load_model(model_dir: str | os.PathLike, device: str = "auto"):
 
 
 def assignment_frame(model, pre: TablePreprocessor, schema: dict, df: pd.DataFrame,
-                     use_response: bool, row_start: int = 0) -> pd.DataFrame:
+                     use_response: bool, row_start: int = 0,
+                     x: np.ndarray | None = None) -> pd.DataFrame:
     """Cluster, posterior and prediction for each row of `df`, in order.
 
     Rows with their response use Eq. 8 when `use_response`; the others use Eq. 9. The
-    prediction is always from x alone.
+    prediction is always from x alone. `x`, when given, is `pre.transform(df)` already made.
     """
     task, response = schema["task"], schema["response"]
-    x = pre.transform(df)
+    x = pre.transform(df) if x is None else x
     out = pd.DataFrame(index=range(len(df)))
     id_col = schema.get("id")
     if id_col and id_col in df:
@@ -336,9 +337,10 @@ def assignment_frame(model, pre: TablePreprocessor, schema: dict, df: pd.DataFra
     if use_response:
         used = df[response].notna().all(axis=1).to_numpy()
         if used.any():
-            rows, _ = validate_response(df.loc[used], task, response, fitting=False)
+            rows, _ = validate_response(df.loc[used, response], task, response, fitting=False)
+            x_used = x if used.all() else x[used]
             try:
-                probs[used] = model.predict_proba(x[used], response_array(rows, task, response))
+                probs[used] = model.predict_proba(x_used, response_array(rows, task, response))
             except ValueError as err:
                 raise InputError(f"response column '{response[0]}': {err}; "
                                  "use --no-use-response to assign from the features alone") from None
@@ -399,7 +401,10 @@ def gmm_agreement(x: np.ndarray, labels: np.ndarray, k: int, seed: int) -> float
     sample = x if len(x) <= 20000 else x[rng.choice(len(x), 20000, replace=False)]
     gmm = GaussianMixture(k, covariance_type="diag", random_state=seed, n_init=2,
                           reg_covar=1e-4).fit(sample)
-    return metrics.ari(labels, gmm.predict(x))
+    # predict in chunks: scikit-learn works on a float64 copy and its square
+    chunk = 65536
+    gmm_labels = np.concatenate([gmm.predict(x[i:i + chunk]) for i in range(0, len(x), chunk)])
+    return metrics.ari(labels, gmm_labels)
 
 
 def logrank_summary(time, event, labels) -> dict:
@@ -496,7 +501,7 @@ def fit_table(data: str | os.PathLike | None, settings: FitSettings, out: str | 
     plan = plan_columns(names, response=response, id_col=s.id, features=s.features,
                         exclude=s.exclude, source=source)
     df = read_table(data, plan.needed) if frame is None else frame[plan.needed]
-    df = df.reset_index(drop=True)
+    df.index = pd.RangeIndex(len(df))  # positions as labels, without copying the data
     check_features(df, plan.features)
     features, dropped = drop_uninformative(df, plan.features)
     warnings += [f"not using column '{column}': {why}" for column, why in dropped]
@@ -518,7 +523,7 @@ def fit_table(data: str | os.PathLike | None, settings: FitSettings, out: str | 
 
     y_all = response_array(labelled, task, response)
     train, val = _split(len(labelled), task, y_all, s.val_fraction, s.seed)
-    pre = TablePreprocessor().fit(labelled.iloc[train], features)
+    pre = TablePreprocessor().fit(labelled, features, rows=train)
     x_all = pre.transform(labelled)
     x_tr, y_tr, x_va, y_va = x_all[train], y_all[train], x_all[val], y_all[val]
     blocks = pre.likelihood_blocks()
@@ -536,7 +541,8 @@ def fit_table(data: str | os.PathLike | None, settings: FitSettings, out: str | 
               "event": s.event, "id": s.id, "features": features,
               "dropped": [list(d) for d in dropped], "source": source, "seed": s.seed,
               "val_fraction": s.val_fraction, "k_selection": k_table, "k_reason": k_reason}
-    assignments = assignment_frame(model, pre, schema, df, use_response=True)
+    assignments = assignment_frame(model, pre, schema, df, use_response=True,
+                                   x=x_all if n_dropped == 0 else None)
     labels = assignments["cluster"].to_numpy()[df.index.get_indexer(labelled.index)]
     sizes = np.bincount(assignments["cluster"], minlength=k)
     metrics = {

@@ -48,23 +48,47 @@ class ReportInput:
 # Numbers
 
 
-def standardised_differences(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+def cluster_moments(x: np.ndarray, labels: np.ndarray, k: int, chunk: int = 65536):
+    """Per cluster, inside and outside it: row counts, column means and (population)
+    variances, each k x d, from one pass over x in float64 chunks (no copy of x)."""
+    d = x.shape[1]
+    counts = np.bincount(labels, minlength=k).astype(float)
+    sums, squares = np.zeros((k, d)), np.zeros((k, d))
+    for i in range(0, len(x), chunk):
+        xc = np.asarray(x[i:i + chunk], dtype=float)
+        onehot = np.eye(k)[labels[i:i + chunk]]
+        sums += onehot.T @ xc
+        squares += onehot.T @ (xc * xc)
+
+    def mean_var(n, total, total_sq):
+        n = n[:, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(n > 0, total / n, np.nan)
+            var = np.where(n > 0, np.maximum(total_sq / n - mean ** 2, 0.0), np.nan)
+        return mean, var
+
+    mean_in, var_in = mean_var(counts, sums, squares)
+    mean_rest, var_rest = mean_var(len(x) - counts, sums.sum(0) - sums, squares.sum(0) - squares)
+    return counts, mean_in, var_in, mean_rest, var_rest
+
+
+def standardised_differences(x: np.ndarray, labels: np.ndarray, k: int, moments=None) -> np.ndarray:
     """(k, d): (mean in cluster - mean elsewhere) / pooled standard deviation, 0 where undefined."""
+    counts, mean_in, var_in, mean_rest, var_rest = moments or cluster_moments(x, labels, k)
     smd = np.zeros((k, x.shape[1]))
     for c in range(k):
-        inside, rest = x[labels == c], x[labels != c]
-        if len(inside) == 0 or len(rest) == 0:
+        if counts[c] == 0 or counts[c] == len(x):
             continue
-        pooled = np.sqrt((inside.var(axis=0) + rest.var(axis=0)) / 2)
-        diff = inside.mean(axis=0) - rest.mean(axis=0)
+        pooled = np.sqrt((var_in[c] + var_rest[c]) / 2)
+        diff = mean_in[c] - mean_rest[c]
         smd[c] = np.divide(diff, pooled, out=np.zeros_like(diff), where=pooled > 1e-12)
     return smd
 
 
-def _in_units(x: np.ndarray, preprocessor: dict) -> np.ndarray:
-    """Undo the standardisation of the numeric columns (they come first)."""
+def _in_units(means: np.ndarray, preprocessor: dict) -> np.ndarray:
+    """Undo the standardisation of the numeric columns (they come first) of k x d means."""
     num = preprocessor["numeric"]
-    raw = x.astype(float).copy()
+    raw = means.astype(float).copy()
     width = len(num["columns"])
     if width:
         raw[:, :width] = raw[:, :width] * np.asarray(num["scales"]) + np.asarray(num["means"])
@@ -106,16 +130,16 @@ def response_summary(task: str, y: pd.DataFrame | None, labels: np.ndarray, k: i
 def cluster_profiles(inp: ReportInput) -> list[dict]:
     """Per cluster: size, share, response summary and the top distinguishing features."""
     k = inp.n_clusters
-    smd = standardised_differences(inp.x, inp.labels, k)
-    raw = _in_units(inp.x, inp.preprocessor)
+    moments = cluster_moments(inp.x, inp.labels, k)
+    smd = standardised_differences(inp.x, inp.labels, k, moments)
+    mean_in, mean_rest = (_in_units(m, inp.preprocessor) for m in (moments[1], moments[3]))
     summaries = response_summary(inp.task, inp.y, inp.labels, k)
     profiles = []
     for c in range(k):
         inside = inp.labels == c
         top = np.argsort(-np.abs(smd[c]))[:TOP_FEATURES]
         features = [{"feature": inp.feature_names[j], "smd": float(smd[c, j]),
-                     "mean_in": float(raw[inside, j].mean()) if inside.any() else float("nan"),
-                     "mean_rest": float(raw[~inside, j].mean()) if (~inside).any() else float("nan")}
+                     "mean_in": float(mean_in[c, j]), "mean_rest": float(mean_rest[c, j])}
                     for j in top if abs(smd[c, j]) > 0]
         profiles.append({"cluster": c, "size": int(inside.sum()),
                          "share": float(inside.mean()) if len(inside) else 0.0,

@@ -137,7 +137,11 @@ def _arrow_to_pandas(table) -> pd.DataFrame:
     """Convert with as little extra memory as pyarrow allows: each column is freed once
     converted (``self_destruct``; the table must not be touched afterwards), one pandas block
     per column (no consolidation copy), one column at a time."""
-    return table.to_pandas(self_destruct=True, split_blocks=True, use_threads=False)
+    import pyarrow as pa
+
+    df = table.to_pandas(self_destruct=True, split_blocks=True, use_threads=False)
+    pa.default_memory_pool().release_unused()  # hand the freed Arrow buffers back to the OS
+    return df
 
 
 def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None,
@@ -163,8 +167,8 @@ def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None,
         raise
     except Exception as exc:
         raise InputError(f"{path}: not a readable {fmt} file ({_first_line(exc)})") from None
-    if columns is not None:
-        df = df[columns]
+    if columns is not None and list(df.columns) != list(columns):
+        df = df[columns]  # CSV readers keep the file's order; reorder (this copies)
     if len(df) == 0:
         raise InputError(f"{path}: the table has no rows")
     return df
@@ -381,7 +385,9 @@ def validate_response(df: pd.DataFrame, task: str, response: Sequence[str],
             raise InputError(f"{'target' if task != 'survival' else 'response'} column '{c}' "
                              "has no values (all missing)")
     keep = df[list(response)].notna().all(axis=1)
-    out = df.loc[keep].copy()
+    # a shallow copy when every row is kept: converted response columns replace the copy's
+    # columns and never write into the caller's frame (tested), and no feature is copied
+    out = df.copy(deep=False) if keep.all() else df.loc[keep].copy()
     n_dropped = int((~keep).sum())
     if task == "continuous":
         (c,) = response
@@ -492,6 +498,16 @@ def _as_float(s: pd.Series, name: str) -> np.ndarray:
     return x
 
 
+class _RowView:
+    """The columns of a frame restricted to some rows, sliced one column at a time."""
+
+    def __init__(self, df: pd.DataFrame, rows: np.ndarray):
+        self._df, self._rows = df, rows
+
+    def __getitem__(self, column: str) -> pd.Series:
+        return self._df[column].iloc[self._rows]
+
+
 class TablePreprocessor:
     """Impute, standardise and one-hot encode a table's feature columns.
 
@@ -511,11 +527,16 @@ class TablePreprocessor:
     def __init__(self):
         self.state_: dict | None = None
 
-    def fit(self, df: pd.DataFrame, columns: Sequence[str] | None = None) -> TablePreprocessor:
+    def fit(self, df: pd.DataFrame, columns: Sequence[str] | None = None,
+            rows: np.ndarray | None = None) -> TablePreprocessor:
+        """Learn the statistics from `columns` of `df`, on the positional `rows` only when
+        given (each column is sliced on its own, so the table is never copied whole)."""
         from sklearn.impute import SimpleImputer
         from sklearn.preprocessing import OneHotEncoder
 
         columns = list(df.columns if columns is None else columns)
+        if rows is not None:
+            df = _RowView(df, rows)
         check_features(df, columns)
         kinds = {c: _column_kind(df[c]) for c in columns}
         num = [c for c in columns if kinds[c] == "numeric"]

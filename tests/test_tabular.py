@@ -254,3 +254,19 @@ def test_too_few_rows_per_cluster():
     check_enough_rows(30, 3)
     with pytest.raises(InputError, match=r"only 29 usable rows \(4 dropped for missing 'y'\); 3 clusters need at least 30"):
         check_enough_rows(29, 3, 4, "'y'")
+
+
+def test_fit_on_rows_equals_fit_on_the_row_subset(frame):
+    rows = np.arange(0, 60, 2)
+    columns = ["age", "dose", "smoker", "flag", "colour"]
+    on_rows = TablePreprocessor().fit(frame, columns, rows=rows)
+    on_subset = TablePreprocessor().fit(frame.iloc[rows], columns)
+    assert on_rows.to_dict() == on_subset.to_dict()
+
+
+def test_validating_every_row_never_writes_into_the_callers_frame():
+    df = pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": ["1.5", "2", "3.25"]})
+    before = df.copy()
+    rows, dropped = validate_response(df, "continuous", ["y"])
+    assert dropped == 0 and rows["y"].dtype == float
+    pd.testing.assert_frame_equal(df, before)

@@ -1,0 +1,30 @@
+"""Report statistics: per-cluster moments in one chunked pass equal the direct computation."""
+
+import numpy as np
+
+from dgc_cli.report import cluster_moments, standardised_differences
+
+
+def direct_smd(x, labels, k):
+    smd = np.zeros((k, x.shape[1]))
+    for c in range(k):
+        inside, rest = x[labels == c], x[labels != c]
+        if len(inside) and len(rest):
+            pooled = np.sqrt((inside.var(0) + rest.var(0)) / 2)
+            smd[c] = (inside.mean(0) - rest.mean(0)) / pooled
+    return smd
+
+
+def test_chunked_moments_match_numpy_and_an_empty_cluster_gives_zeros():
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((1000, 4)) * [1, 2, 3, 4] + [0, 1, -1, 5]).astype(np.float32)
+    labels = rng.integers(0, 3, 1000)  # cluster 3 of 4 is empty
+    counts, mean_in, var_in, mean_rest, var_rest = cluster_moments(x, labels, 4, chunk=97)
+    for c in range(3):
+        np.testing.assert_allclose(mean_in[c], x[labels == c].mean(0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(var_in[c], x[labels == c].astype(float).var(0), rtol=1e-5)
+        np.testing.assert_allclose(mean_rest[c], x[labels != c].mean(0), rtol=1e-5, atol=1e-6)
+    assert counts[3] == 0 and np.isnan(mean_in[3]).all()
+    smd = standardised_differences(x, labels, 4)
+    np.testing.assert_allclose(smd[:3], direct_smd(x.astype(float), labels, 3), rtol=1e-4, atol=1e-6)
+    assert (smd[3] == 0).all()
