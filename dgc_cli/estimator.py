@@ -85,8 +85,8 @@ class DGC:
         Monte Carlo samples of z per row (M).
     init : {"auto", "gmm", "flat", "ygmm"}
         Mixture initialisation. auto: ygmm (y first) for a categorical or continuous response;
-        for survival, flat and gmm are both trained and the one whose clusters best explain y
-        is kept (see docs/method.md).
+        for survival, ygmm, flat and gmm are all trained and the one whose clusters best
+        explain y is kept (see docs/method.md).
     n_init : int
         Restarts per initialisation strategy (seeds random_state, +1, ...); the kept run is the
         one ``selection`` prefers.
@@ -282,14 +282,17 @@ class DGC:
         y first (ygmm): the response's groups (the classes of a categorical y; the components
         of a mixture of linear regressions of a continuous y on x) share out the clusters, a
         mixture on each group's latent means places them, and the groups guide pre-training
-        and the first epochs. A survival response has neither, so an uninformative prior (y
-        steers first) and VaDE's recipe (x first) are both trained and the one whose clusters
-        best explain y on the rows is kept.
+        and the first epochs. For a survival response the groups of log time are a rougher
+        start (censoring ignored), so ygmm, an uninformative prior (y steers first) and VaDE's
+        recipe (x first) are all trained and the one whose clusters best explain y on the rows
+        is kept. Other registered heads get the last two.
         """
         if not self.use_y:
             return ["gmm"]
         if self.task_ in ("categorical", "continuous"):
             return ["ygmm"]
+        if self.task_ == "survival":
+            return ["ygmm", "flat", "gmm"]
         return ["flat", "gmm"]
 
     def _fit_once(self, strategy, xt, y, sched, seed, callback):
@@ -318,14 +321,19 @@ class DGC:
 
     def _response_groups(self, xt, yt, seed) -> tuple[np.ndarray, int]:
         """Group codes of this rank's rows for the y-first start, and the number of groups:
-        the classes of a categorical y; for a continuous y, the components of a mixture of
-        linear regressions of y on x (fitted on rank 0, sent to every rank)."""
+        the classes of a categorical y; for a continuous y (or the log time of a survival
+        response), the components of a mixture of linear regressions on x (fitted on rank 0,
+        sent to every rank)."""
         y = yt.cpu().numpy()
         if self.task_ == "categorical":
             return y.astype(np.int64), len(self.classes_)
-        if self.task_ != "continuous":
-            raise ValueError(f"init='ygmm' needs a categorical or continuous response, "
-                             f"not {self.task_}; use flat or gmm")
+        if self.task_ == "survival":
+            # log time; a censored time counts as observed here. It is only a start: training
+            # then uses the censored likelihood, and goal selection weighs it against flat/gmm.
+            y = np.log(y[:, :1])
+        elif self.task_ != "continuous":
+            raise ValueError(f"init='ygmm' needs a categorical, continuous or survival "
+                             f"response, not {self.task_}; use flat or gmm")
         x = xt.reshape(len(xt), -1).cpu().numpy()
         fitted = fit_response_groups(x, y, self.n_clusters, seed) if distributed.is_main() else None
         fitted = distributed.broadcast_object(fitted)
