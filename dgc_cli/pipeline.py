@@ -48,8 +48,9 @@ INITS = ("auto", "gmm", "flat", "ygmm")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("32", "bf16")
 # `dgc demo`: GBSG2 with a short schedule that fits in well under two minutes on two CPU cores.
-# init: flat is what init="auto" keeps on this table (seed 0), without auto's second fit; gmm
-# left a cluster empty at seeds 0 and 1.
+# init: flat, whose clusters separate survival on the held-out rows here (log-rank p 1e-10 from
+# the features alone); init="auto" keeps gmm on this table by its training-row goal score, and
+# gmm's held-out log-rank p is 0.56 (measured with the defaults of this version, seed 0).
 DEMO = {"time": "time", "event": "cens", "task": "survival", "clusters": "3", "epochs": 60,
         "pretrain_epochs": 15, "batch_size": 128, "init": "flat", "seed": 0}
 
