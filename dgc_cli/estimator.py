@@ -287,6 +287,10 @@ class DGC:
         clusters best explain y on the rows is kept. ygmm on log time is available for survival
         with init="ygmm" but is not in auto (docs/method.md: the bench never chose it).
         """
+        if not self.use_decoder:
+            # nothing is pre-trained without a decoder: a mixture fitted on the latent means of
+            # a random encoder collapses (noisy MNIST ablation: every image in one cluster)
+            return ["flat"]
         if not self.use_y:
             return ["gmm"]
         if self.task_ in ("categorical", "continuous"):

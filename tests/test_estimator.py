@@ -233,3 +233,10 @@ def test_pacman_annuli_are_separated_by_the_response():
     assert train_acc >= 0.99 and test_acc >= 0.99
     kmeans_like = GaussianMixture(2, random_state=0).fit(x_train).predict(x_test)
     assert cluster_accuracy(p.c_test, kmeans_like) < 0.7  # the unsupervised answer is halves
+
+
+def test_without_a_decoder_auto_starts_flat(categorical_groupings):
+    """No decoder, no pre-training: a mixture on a random encoder's latents would mean nothing."""
+    (x, y), _ = split(categorical_groupings, 400)
+    model = DGC(n_clusters=2, use_decoder=False, epochs=2, random_state=0).fit(x, y)
+    assert model.init_ == "flat" and [r["init"] for r in model.init_report_] == ["flat"]
