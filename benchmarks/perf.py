@@ -333,14 +333,13 @@ def write_table(path: Path, rows: int, with_response: bool, seed: int, chunk: in
     """A float32 Parquet table: f00..f49, three groups shifted on the first four columns, and a
     categorical response y (the group) when ``with_response``; written chunk by chunk."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
+
+    from dgc_cli.tabular import table_stream
 
     rng = np.random.default_rng(seed)
     centres = np.random.default_rng(12345).normal(0, 2.0, (3, 4)).astype(np.float32)
     names = [f"f{j:02d}" for j in range(N_COLUMNS)]
-    tmp = path.with_name(path.name + ".tmp")
-    writer = None
-    try:
+    with table_stream(path) as write:
         for start in range(0, rows, chunk):
             m = min(chunk, rows - start)
             group = rng.integers(0, 3, m)
@@ -349,17 +348,7 @@ def write_table(path: Path, rows: int, with_response: bool, seed: int, chunk: in
             columns = {name: x[:, j] for j, name in enumerate(names)}
             if with_response:
                 columns["y"] = group.astype(np.int8)
-            table = pa.table(columns)
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, table.schema)
-            writer.write_table(table)
-        writer.close()
-        writer = None
-        os.replace(tmp, path)
-    finally:
-        if writer is not None:
-            writer.close()
-        tmp.unlink(missing_ok=True)
+            write(pa.table(columns))
     return path
 
 

@@ -40,6 +40,7 @@ from dgc_cli.tabular import (
     split_names,
     suggest,
     table_columns,
+    table_stream,
     validate_response,
 )
 
@@ -618,9 +619,6 @@ def assign_table(model_dir, data, out: str | os.PathLike | None = None,
     Writes Parquet (or CSV when `out` ends in .csv) under a temporary name, then renames it.
     `precision` "bf16" runs the networks under bf16 autocast on CUDA (float32 elsewhere).
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from dgc_cli.train import autocast
 
     precision = check_precision(precision)
@@ -629,36 +627,20 @@ def assign_table(model_dir, data, out: str | os.PathLike | None = None,
     names = table_columns(data)
     columns, use = _assign_columns(schema, pre, names, source, use_response)
     out = Path(out) if out else Path(f"{Path(data).name.split('.')[0]}-assignments.parquet")
-    as_csv = out.suffix.lower() == ".csv"
     if out.is_dir():
         raise InputError(f"--out {out} is a folder; give a file name ending in .parquet or .csv")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    writer, rows, sizes = None, 0, np.zeros(model.n_clusters, dtype=int)
-    try:
+    rows, sizes = 0, np.zeros(model.n_clusters, dtype=int)
+    with table_stream(out) as write:
         for batch in iter_table(data, columns, batch_rows, text_columns=pre.text_columns):
             with autocast(model.device_, precision):
                 frame = assignment_frame(model, pre, schema, batch.reset_index(drop=True), use,
                                          rows)
-            if as_csv:
-                frame.to_csv(tmp, mode="a", header=rows == 0, index=False)
-            else:
-                table = pa.Table.from_pandas(frame, preserve_index=False)
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, table.schema)
-                writer.write_table(table.cast(writer.schema, safe=False))
+            write(frame)
             rows += len(frame)
             sizes += np.bincount(frame["cluster"], minlength=model.n_clusters)
             if on_batch:
                 on_batch(rows)
-        if writer is not None:
-            writer.close()
-            writer = None
-        os.replace(tmp, out)
-    finally:
-        if writer is not None:
-            writer.close()
-        tmp.unlink(missing_ok=True)
     return AssignResult(out, rows, use, sizes.tolist())
 
 

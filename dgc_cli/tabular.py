@@ -10,6 +10,7 @@ pickle and a loaded preprocessor transforms exactly like the one that was fitted
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 from collections.abc import Iterator, Sequence
@@ -172,6 +173,46 @@ def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None,
     if len(df) == 0:
         raise InputError(f"{path}: the table has no rows")
     return df
+
+
+@contextlib.contextmanager
+def table_stream(path: str | os.PathLike):
+    """Write a table batch by batch, all or nothing: yields ``write(batch)`` for pandas
+    DataFrames or pyarrow Tables. Parquet, or CSV when ``path`` ends in .csv; Parquet batches
+    are cast to the first one's schema. The file appears under ``path`` only when the block
+    ends without an error, and a half-written temporary never stays behind."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    as_csv = path.suffix.lower() == ".csv"
+    writer, started = None, False
+
+    def write(batch) -> None:
+        nonlocal writer, started
+        if as_csv:
+            frame = batch.to_pandas() if isinstance(batch, pa.Table) else batch
+            frame.to_csv(tmp, mode="a", header=not started, index=False)
+        else:
+            table = pa.Table.from_pandas(batch, preserve_index=False) \
+                if isinstance(batch, pd.DataFrame) else batch
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table.cast(writer.schema, safe=False))
+        started = True
+
+    try:
+        yield write
+        if writer is not None:
+            writer.close()
+            writer = None
+        if started:
+            os.replace(tmp, path)
+    finally:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
 
 
 def iter_table(path: str | os.PathLike, columns: Sequence[str], batch_rows: int = 65536,

@@ -270,3 +270,22 @@ def test_validating_every_row_never_writes_into_the_callers_frame():
     rows, dropped = validate_response(df, "continuous", ["y"])
     assert dropped == 0 and rows["y"].dtype == float
     pd.testing.assert_frame_equal(df, before)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_table_stream_writes_all_batches_or_nothing(tmp_path, suffix):
+    from dgc_cli.tabular import table_stream
+
+    path = tmp_path / f"out{suffix}"
+    batches = [pd.DataFrame({"a": [1, 2], "b": [0.5, 1.5]}), pd.DataFrame({"a": [3], "b": [2.5]})]
+    with table_stream(path) as write:
+        for batch in batches:
+            write(batch)
+    back = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
+    pd.testing.assert_frame_equal(back, pd.concat(batches, ignore_index=True), check_dtype=False)
+
+    failed = tmp_path / f"failed{suffix}"
+    with pytest.raises(RuntimeError), table_stream(failed) as write:
+        write(batches[0])
+        raise RuntimeError("interrupted")
+    assert not failed.exists() and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
