@@ -304,7 +304,7 @@ class DGC:
         model = self._build(self._config()).to(self.device_)
         distributed.broadcast_parameters(model)
         yt = model.head.encode(y).to(self.device_)
-        y_codes = groups = None
+        y_codes = cluster_groups = groups = None
         if strategy == "ygmm":
             y_codes, n_groups = self._response_groups(xt, yt, seed)
             counts = torch.bincount(torch.as_tensor(y_codes), minlength=n_groups).to(self.device_)
@@ -314,7 +314,7 @@ class DGC:
                 groups = (torch.as_tensor(y_codes, device=self.device_),
                           torch.as_tensor(cluster_groups, device=self.device_))
         pretrain(model, xt, sched, generator, callback, yt, groups)
-        init_prior(model, xt, strategy, seed, y_codes, self.init_var_spread)
+        init_prior(model, xt, strategy, seed, y_codes, self.init_var_spread, cluster_groups)
         if callback:
             callback({"stage": "init", "epoch": 1, "epochs": 1, "loss": float("nan"),
                       "terms": {}, "init": strategy})
@@ -331,7 +331,7 @@ class DGC:
             return y.astype(np.int64), len(self.classes_)
         if self.task_ == "survival":
             # log time; a censored time counts as observed here. It is only a start: training
-            # then uses the censored likelihood, and goal selection weighs it against flat/gmm.
+            # then uses the censored likelihood.
             y = np.log(y[:, :1])
         elif self.task_ != "continuous":
             raise ValueError(f"init='ygmm' needs a categorical, continuous or survival "

@@ -134,17 +134,18 @@ def _diag_gmm(z: np.ndarray, k: int, seed: int) -> GaussianMixture:
 
 @torch.no_grad()
 def init_prior(model: DGCModel, x: torch.Tensor, strategy: str, seed: int, y_codes=None,
-               var_spread: float = 0.0):
+               var_spread: float = 0.0, cluster_groups: np.ndarray | None = None):
     """Set (pi, mu, sigma2) of the mixture prior.
 
     gmm: VaDE's recipe, a diagonal GaussianMixture on the pre-trained latent means.
     flat: uninformative, means near 0 and unit variances, so y decides the clusters first;
           ``var_spread`` spreads the components' log-variances over [-s, s] (concentric
           components, which can split by distance from the centre, as Pacman's annuli need).
-    ygmm: y first, then x: the K clusters are shared out over the response classes
-          (``y_codes``, integer codes >= 0) by size (``group_clusters``), and a GaussianMixture on each class's latent
-          means places that class's clusters. With fewer clusters than classes, one mixture
-          on the latent means joined with the one-hot response.
+    ygmm: y first, then x: ``cluster_groups`` (from ``group_clusters``) gives each cluster
+          its response group, and a GaussianMixture on each group's latent means (rows by
+          ``y_codes``, integer codes >= 0) places that group's clusters. Without it (fewer
+          clusters than groups), one mixture on the latent means joined with the one-hot
+          response.
     """
     if strategy not in ("flat", "gmm", "ygmm"):
         raise ValueError(f"unknown initialisation {strategy!r}; use gmm, flat, ygmm or auto")
@@ -159,7 +160,7 @@ def init_prior(model: DGCModel, x: torch.Tensor, strategy: str, seed: int, y_cod
     if y_codes is not None:
         y_codes = distributed.gather_rows(np.asarray(y_codes))
     if distributed.is_main():
-        _fit_prior(model, z, strategy, seed, y_codes)
+        _fit_prior(model, z, strategy, seed, y_codes, cluster_groups)
     for tensor in (model.mu, model.log_sigma2, model.pi_logits):  # rank 0's mixture for all
         if distributed.active():
             torch.distributed.broadcast(tensor.data, src=0)
@@ -181,13 +182,13 @@ def match_q_variance(model: DGCModel):
 
 
 @torch.no_grad()
-def _fit_prior(model: DGCModel, z: np.ndarray, strategy: str, seed: int, y_codes=None):
+def _fit_prior(model: DGCModel, z: np.ndarray, strategy: str, seed: int, y_codes=None,
+               cluster_groups=None):
     K, J = model.mu.shape
     if strategy == "gmm":
         gmm = _diag_gmm(z, K, seed)
         means, variances, weights = gmm.means_, gmm.covariances_, gmm.weights_
     elif strategy == "ygmm" and y_codes is not None:
-        cluster_groups = group_clusters(K, np.bincount(y_codes))
         if cluster_groups is not None:
             parts = []
             for group in np.unique(cluster_groups):
