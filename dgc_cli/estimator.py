@@ -112,7 +112,7 @@ class DGC:
         False ignores y while training: the model is then VaDE (q(c|x) = p(c|z)).
     device : {"auto", "cpu", "cuda", "mps"}
     precision : {"32", "bf16"}
-        bf16 autocast on CUDA; the mixture math stays in float32.
+        bf16 autocast (CUDA or CPU) for the networks; z and the mixture math stay in float32.
     compile : bool
         ``torch.compile`` the training step's loss (pays a compile time once).
     random_state : int or None
@@ -178,7 +178,8 @@ class DGC:
         X = np.asarray(X.to_numpy() if hasattr(X, "to_numpy") else X, dtype=np.float32)
         if X.ndim == 1:
             X = X[:, None]
-        if not np.isfinite(X).all():
+        # checked in chunks of rows: no boolean copy of the whole matrix
+        if not all(np.isfinite(X[i:i + 65536]).all() for i in range(0, len(X), 65536)):
             raise ValueError("X holds NaN or infinite values; impute them first (dgc fit does)")
         return X
 
@@ -379,8 +380,9 @@ class DGC:
             raise RuntimeError("this DGC is not fitted yet; call fit first")
 
     @torch.no_grad()
-    def _posterior(self, X, y=None, batch_size=8192):
-        """log q(c|x) (Eq. 8 with y, Eq. 9 without), z means and head parameters, batched."""
+    def _posterior(self, X, y=None, batch_size=8192, z=False, params=False):
+        """log q(c|x) (Eq. 8 with y, Eq. 9 without), batched; with ``z`` and ``params`` also
+        the latent means and the head's parameters (None when not asked for)."""
         self._check_fitted()
         X = self._x_array(X)
         model = self.model_.eval()
@@ -391,12 +393,14 @@ class DGC:
             yb = yt[i:i + batch_size].to(self.device_) if yt is not None else None
             if not self.use_y:  # VaDE: the untrained head must not weigh in (q = p(c|z))
                 yb = None
-            log_q, z, params = model.posterior(xb, yb, self.entropy_reg and self.use_y, self.y_weight)
+            log_q, zb, pb = model.posterior(xb, yb, self.entropy_reg and self.use_y, self.y_weight)
             out_q.append(log_q)
-            out_z.append(z)
-            out_p.append(params)
-        params = _cat_params(out_p)
-        return torch.cat(out_q), torch.cat(out_z), params
+            if z:
+                out_z.append(zb)
+            if params:
+                out_p.append(pb)
+        return (torch.cat(out_q), torch.cat(out_z) if z else None,
+                _cat_params(out_p) if params else None)
 
     def predict_proba(self, X, y=None) -> np.ndarray:
         """q(c|x): Eq. 9 without y, Eq. 8 with y. Rows sum to 1."""
@@ -410,13 +414,13 @@ class DGC:
 
     def transform(self, X) -> np.ndarray:
         """Latent means mu~(x), n x latent_dim."""
-        _, z, _ = self._posterior(X)
+        _, z, _ = self._posterior(X, z=True)
         return z.cpu().numpy()
 
     def predict_response(self, X) -> np.ndarray:
         """The ensemble prediction sum_k q_k E[y|z,k] with q from Eq. 9: class probabilities
         (categorical), values (continuous) or a risk score, higher = earlier event (survival)."""
-        log_q, _, params = self._posterior(X)
+        log_q, _, params = self._posterior(X, params=True)
         head = self.model_.head
         pred = head.predict(params, log_q.exp())
         if self.task_ == "continuous":
@@ -426,7 +430,7 @@ class DGC:
     def predict_survival_function(self, X, times) -> np.ndarray:
         """S(t|x) = sum_k q_k S_k(t) at ``times`` (in the data's units): n x T."""
         self._require("survival")
-        log_q, _, params = self._posterior(X)
+        log_q, _, params = self._posterior(X, params=True)
         head = self.model_.head
         t = torch.as_tensor(np.asarray(times, dtype=np.float64) / head.meta["time_scale"],
                             dtype=torch.float32, device=self.device_).clamp(min=1e-12)
@@ -436,7 +440,7 @@ class DGC:
     def predict_median_time(self, X) -> np.ndarray:
         """Median of the mixture's survival time per row, by bisection on log t."""
         self._require("survival")
-        log_q, _, (log_lambda, log_k) = self._posterior(X)
+        log_q, _, (log_lambda, log_k) = self._posterior(X, params=True)
         lo = torch.full((len(log_q),), -20.0, device=log_q.device)
         hi = torch.full((len(log_q),), 20.0, device=log_q.device)
         for _ in range(60):
@@ -477,7 +481,7 @@ class DGC:
         """Mean over rows of log p(y|x) = log sum_k q_test(k|x) p(y|z,k): how well the clusters
         and their heads explain y from x alone (Eq. 9 weights). Continuous y is measured on the
         standardised scale."""
-        log_q, _, params = self._posterior(X)
+        log_q, _, params = self._posterior(X, params=True)
         yt = self.model_.head.encode(y).to(self.device_)
         log_p_y = self.model_.head.log_likelihood(params, yt)
         return log_p_y_given_x(log_q, log_p_y).mean().item()

@@ -76,8 +76,8 @@ class TaskHead(nn.Module, ABC):
         """Unconstrained outputs per cluster."""
 
     def raw(self, z: torch.Tensor) -> torch.Tensor:
-        """Unconstrained outputs, B x K x n_params."""
-        return self.out(self.trunk(z)).reshape(z.shape[0], self.n_clusters, self.n_params)
+        """Unconstrained outputs, B x K x n_params, in float32 (also under bf16 autocast)."""
+        return self.out(self.trunk(z)).float().reshape(z.shape[0], self.n_clusters, self.n_params)
 
     def forward(self, z: torch.Tensor):
         return self.raw(z)

@@ -114,6 +114,17 @@ def log_p_x_given_z(x: torch.Tensor, x_params: torch.Tensor, blocks, log_sigma2_
 
 # --- the model ---------------------------------------------------------------------------------
 
+def _log_mean_exp(log_values: list[torch.Tensor]) -> torch.Tensor:
+    """log (1/M) sum_m exp(v_m), elementwise over M tensors (the one tensor itself when M = 1)."""
+    if len(log_values) == 1:
+        return log_values[0]
+    return torch.logsumexp(torch.stack(log_values), 0) - math.log(len(log_values))
+
+
+def _mean(values: list[torch.Tensor]) -> torch.Tensor:
+    return values[0] if len(values) == 1 else torch.stack(values).mean(0)
+
+
 @dataclass
 class Terms:
     """Per-row terms of minus the regularised ELBO (Eq. 3 + Eq. 7); ``loss`` is their mean sum."""
@@ -128,6 +139,10 @@ class Terms:
     @property
     def elbo(self) -> torch.Tensor:
         return self.reconstruction + self.ensemble - self.kl_c - self.kl_z - self.entropy
+
+    def stacked(self) -> torch.Tensor:
+        """The five terms as rows of one 5 x B tensor, in the order of ``means``."""
+        return torch.stack([self.reconstruction, self.ensemble, self.kl_c, self.kl_z, self.entropy])
 
     def means(self) -> dict[str, torch.Tensor]:
         return {"reconstruction": self.reconstruction.mean(), "ensemble": self.ensemble.mean(),
@@ -164,13 +179,14 @@ class DGCModel(nn.Module):
         return F.log_softmax(self.pi_logits, dim=0)
 
     def encode(self, x: torch.Tensor):
-        """Parameters of q(z|x): mu~ and log sigma2~, each B x J."""
+        """Parameters of q(z|x): mu~ and log sigma2~, each B x J, in float32 (also under bf16
+        autocast, so that z and the mixture math keep full precision)."""
         h = self.encoder(x if len(self.x_shape) > 1 else x.reshape(x.shape[0], -1))
         bound = LOG_SIGMA2_Q_BOUND
-        return self.to_mu(h), bound * torch.tanh(self.to_log_sigma2(h) / bound)
+        return self.to_mu(h).float(), bound * torch.tanh(self.to_log_sigma2(h).float() / bound)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
+        return self.decoder(z).float()
 
     def reconstruction(self, x, z) -> torch.Tensor:
         return log_p_x_given_z(x, self.decode(z), self.blocks, self.log_sigma2_x)
@@ -189,31 +205,32 @@ class DGCModel(nn.Module):
         (q(c|x) = p(c|z)) and the task-head terms are zero.
         """
         mu_q, log_sigma2_q = self.encode(x)
+        log_pi = self.log_pi
         recon, log_q_samples, log_p_y, h_max = 0.0, [], [], []
         for _ in range(mc_samples):
             eps = torch.randn_like(mu_q)
             z = mu_q + torch.exp(0.5 * log_sigma2_q) * eps  # reparameterisation
             if use_decoder:
                 recon = recon + self.reconstruction(x, z) / mc_samples
-            log_p_c_z = log_p_c_given_z(self.log_pi, log_p_z_given_c(z, self.mu, self.log_sigma2))
+            log_p_c_z = log_p_c_given_z(log_pi, log_p_z_given_c(z, self.mu, self.log_sigma2))
             if y is None:
                 log_q_samples.append(log_p_c_z)
                 continue
             params = self.head(z)
             log_p_y_given_zc = self.head.log_likelihood(params, y)
-            h = entropy_max(self.head.entropy(params)) if entropy_reg else torch.zeros_like(log_p_y_given_zc)
+            h = entropy_max(self.head.entropy(params)) if entropy_reg else None
             log_q_samples.append(log_q_c_given_xy(log_p_y_given_zc, h, log_p_c_z, entropy_reg,
                                                   y_weight, log_p_g_given_c))
             log_p_y.append(log_p_y_given_zc)
             h_max.append(h)
         # q(c|x) is a function of x: average the per-sample optima (Eq. 8) over the M samples.
-        log_q_c = torch.logsumexp(torch.stack(log_q_samples), 0) - math.log(mc_samples)
+        log_q_c = _log_mean_exp(log_q_samples)
         q_c = log_q_c.exp()
         zero = mu_q.new_zeros(mu_q.shape[0])
         # y_weight w tempers the response likelihood, p(y|z,c)^w (w = 1 is the paper's ELBO)
-        ensemble = y_weight * (q_c * torch.stack(log_p_y).mean(0)).sum(-1) if log_p_y else zero
-        entropy = y_weight * (q_c * torch.stack(h_max).mean(0)).sum(-1) if h_max else zero
-        kl_c = (q_c * (log_q_c - self.log_pi)).sum(-1)
+        ensemble = y_weight * (q_c * _mean(log_p_y)).sum(-1) if log_p_y else zero
+        entropy = y_weight * (q_c * _mean(h_max)).sum(-1) if log_p_y and entropy_reg else zero
+        kl_c = (q_c * (log_q_c - log_pi)).sum(-1)
         kl_z = (q_c * kl_q_z_p_z_given_c(mu_q, log_sigma2_q, self.mu, self.log_sigma2)).sum(-1)
         recon = recon if use_decoder else zero
         return Terms(recon, ensemble, kl_c, kl_z, entropy, log_q_c)

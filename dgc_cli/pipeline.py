@@ -34,6 +34,7 @@ from dgc_cli.tabular import (
     iter_table,
     plan_columns,
     read_table,
+    release_memory,
     require_columns,
     response_array,
     response_columns,
@@ -278,7 +279,7 @@ def _estimator(settings: FitSettings, k: int, task: str, blocks, seed: int):
 
 
 def check_precision(precision) -> str:
-    """'32' or 'bf16' (bf16 autocast acts on CUDA only; elsewhere training runs in float32)."""
+    """'32' or 'bf16' (bf16 autocast on CUDA and CPU; MPS runs in float32)."""
     if str(precision) not in PRECISIONS:
         raise InputError(f"unknown precision '{precision}'; use 32 or bf16")
     return str(precision)
@@ -450,6 +451,22 @@ def _split(n: int, task: str, y: np.ndarray, fraction: float, seed: int):
     return np.sort(train), np.sort(val)
 
 
+def to_table_order(x: np.ndarray, order: np.ndarray, n_head: int,
+                   chunk: int = 65536) -> np.ndarray:
+    """Put the rows of `x` back in table order, in place: row i of `x` is table row
+    `order[i]`, where `order[:n_head]` increases. Only the tail `x[n_head:]` is copied aside.
+
+    The head's destinations satisfy order[i] >= i, so moving its rows from the last chunk
+    to the first never overwrites a row that is still to be moved.
+    """
+    tail = x[n_head:].copy()
+    for stop in range(n_head, 0, -chunk):
+        start = max(0, stop - chunk)
+        x[order[start:stop]] = x[start:stop]  # numpy buffers the overlap within a chunk
+    x[order[n_head:]] = tail
+    return x
+
+
 def _select_k(settings, ks, task, blocks, data, ui):
     """Fit each K; keep the model whose clusters best explain held-out y from x alone."""
     from dgc_cli import metrics
@@ -526,9 +543,20 @@ def fit_table(data: str | os.PathLike | None, settings: FitSettings, out: str | 
     y_all = response_array(labelled, task, response)
     train, val = _split(len(labelled), task, y_all, s.val_fraction, s.seed)
     pre = TablePreprocessor().fit(labelled, features, rows=train)
-    x_all = pre.transform(labelled)
-    x_tr, y_tr, x_va, y_va = x_all[train], y_all[train], x_all[val], y_all[val]
     blocks = pre.likelihood_blocks()
+    # x is made once, its rows ordered training | validation | rows without a response, so
+    # that the training and validation sets are views of it, not copies
+    where = labelled.index.to_numpy()  # table positions of the rows with a response
+    order = np.concatenate([where[train], where[val],
+                            np.setdiff1d(np.arange(len(df)), where, assume_unique=True)])
+    x_ordered = pre.transform(df, rows=order)
+    x_tr, x_va = x_ordered[:len(train)], x_ordered[len(train):len(where)]
+    y_tr, y_va = y_all[train], y_all[val]
+    encoded_width = x_ordered.shape[1]
+    if not copy_data_as:  # from here on the table is needed for its id and response only
+        df = df.drop(columns=[c for c in features if c not in response and c != s.id])
+        labelled = labelled[list(response)]
+        release_memory()
 
     if len(ks) > 1:
         model, k_table, k_reason = _select_k(s, ks, task, blocks, (x_tr, y_tr, x_va, y_va), ui)
@@ -537,15 +565,20 @@ def fit_table(data: str | os.PathLike | None, settings: FitSettings, out: str | 
             model = _estimator(s, ks[0], task, blocks, s.seed).fit(x_tr, y_tr, callback)
         k_table, k_reason = None, None
     k = model.n_clusters
+    elbo_terms = {"train": model.elbo_terms(x_tr, y_tr),
+                  "validation": model.elbo_terms(x_va, y_va) if len(val) else None}
+    validation = validation_metrics(model, task, x_va, y_va) or None
+    del x_tr, x_va
+    x_table = to_table_order(x_ordered, order, len(train))
+    x_all = x_table if len(where) == len(df) else x_table[where]  # the rows with a response
 
     schema = {"format": SCHEMA_FORMAT, "preprocessor": pre.to_dict(), "task": task,
               "task_reason": reason, "response": response, "target": s.target, "time": s.time,
               "event": s.event, "id": s.id, "features": features,
               "dropped": [list(d) for d in dropped], "source": source, "seed": s.seed,
               "val_fraction": s.val_fraction, "k_selection": k_table, "k_reason": k_reason}
-    assignments = assignment_frame(model, pre, schema, df, use_response=True,
-                                   x=x_all if n_dropped == 0 else None)
-    labels = assignments["cluster"].to_numpy()[df.index.get_indexer(labelled.index)]
+    assignments = assignment_frame(model, pre, schema, df, use_response=True, x=x_table)
+    labels = assignments["cluster"].to_numpy()[where]
     sizes = np.bincount(assignments["cluster"], minlength=k)
     metrics = {
         "dgc_version": __version__, "data": source, "task": task, "task_reason": reason,
@@ -554,11 +587,10 @@ def fit_table(data: str | os.PathLike | None, settings: FitSettings, out: str | 
                  "dropped_missing_response": n_dropped, "train": len(train),
                  "validation": len(val)},
         "features": {"used": features, "dropped": [{"column": c, "reason": r} for c, r in dropped],
-                     "encoded_width": x_all.shape[1]},
+                     "encoded_width": encoded_width},
         "cluster_sizes": {str(i): int(n) for i, n in enumerate(sizes)},
-        "elbo_terms": {"train": model.elbo_terms(x_tr, y_tr),
-                       "validation": model.elbo_terms(x_va, y_va) if len(val) else None},
-        "validation": validation_metrics(model, task, x_va, y_va) or None,
+        "elbo_terms": elbo_terms,
+        "validation": validation,
         "ari_vs_gmm": gmm_agreement(x_all, labels, k, s.seed),
         "k_selection": k_table, "k_choice": k_reason,
     }
@@ -617,7 +649,7 @@ def assign_table(model_dir, data, out: str | os.PathLike | None = None,
     """Assign the rows of `data` to the model's clusters, streaming in batches of `batch_rows`.
 
     Writes Parquet (or CSV when `out` ends in .csv) under a temporary name, then renames it.
-    `precision` "bf16" runs the networks under bf16 autocast on CUDA (float32 elsewhere).
+    `precision` "bf16" runs the networks under bf16 autocast on CUDA or the CPU.
     """
     from dgc_cli.train import autocast
 

@@ -138,11 +138,17 @@ def _arrow_to_pandas(table) -> pd.DataFrame:
     """Convert with as little extra memory as pyarrow allows: each column is freed once
     converted (``self_destruct``; the table must not be touched afterwards), one pandas block
     per column (no consolidation copy), one column at a time."""
+    df = table.to_pandas(self_destruct=True, split_blocks=True, use_threads=False)
+    release_memory()
+    return df
+
+
+def release_memory() -> None:
+    """Hand Arrow's freed buffers back to the OS. A table read from Parquet keeps its columns
+    in Arrow's memory pool, which holds on to them after pandas lets them go."""
     import pyarrow as pa
 
-    df = table.to_pandas(self_destruct=True, split_blocks=True, use_threads=False)
-    pa.default_memory_pool().release_unused()  # hand the freed Arrow buffers back to the OS
-    return df
+    pa.default_memory_pool().release_unused()
 
 
 def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None,
@@ -625,11 +631,16 @@ class TablePreprocessor:
         """Columns read as text (category codes), to keep their codes intact when re-read."""
         return list(self._state()["categorical"]["columns"])
 
-    def transform(self, df: pd.DataFrame) -> np.ndarray:
-        """The (n, d) float32 matrix for `df`, which must hold every fitted input column."""
+    def transform(self, df: pd.DataFrame, rows: np.ndarray | None = None) -> np.ndarray:
+        """The (n, d) float32 matrix for `df`, which must hold every fitted input column; with
+        positional `rows`, for those rows in that order (sliced one column at a time, so the
+        frame is never copied whole)."""
         st = self._state()
         require_columns(list(df.columns), st["columns"], "the data", what="feature column")
-        out = np.zeros((len(df), len(self.feature_names_out)), dtype=np.float32)
+        n = len(df) if rows is None else len(rows)
+        if rows is not None:
+            df = _RowView(df, rows)
+        out = np.zeros((n, len(self.feature_names_out)), dtype=np.float32)
         j = 0
         num = st["numeric"]
         for c, med, mean, scale in zip(num["columns"], num["medians"], num["means"],

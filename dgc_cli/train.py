@@ -20,6 +20,7 @@ from dgc_cli import distributed
 from dgc_cli.model import LOG_SIGMA2_Q_BOUND, DGCModel, response_group_evidence
 
 Callback = Callable[[dict], None]
+MAX_PRIOR_ROWS = 200_000  # the mixture prior's start is fitted on at most this many rows
 
 
 @dataclass
@@ -43,10 +44,12 @@ class Schedule:
 
 
 def autocast(device: torch.device, precision: str):
-    """bf16 autocast on CUDA when asked; the mixture log-densities stay in float32 because
-    ``log_p_z_given_c`` and the log-softmaxes run on float32 parameters."""
-    if precision == "bf16" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast when asked, on CUDA and on CPU (where AMX or AVX512-BF16 run bf16 matmuls
+    several times faster than float32; elsewhere torch emulates them, slowly). Only the
+    networks' matmuls run in bf16: ``DGCModel`` casts the encoder, decoder and head outputs to
+    float32, so z, the mixture log-densities and every log-sum-exp stay in float32."""
+    if precision == "bf16" and device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -137,7 +140,8 @@ def init_prior(model: DGCModel, x: torch.Tensor, strategy: str, seed: int, y_cod
                var_spread: float = 0.0, cluster_groups: np.ndarray | None = None):
     """Set (pi, mu, sigma2) of the mixture prior.
 
-    gmm: VaDE's recipe, a diagonal GaussianMixture on the pre-trained latent means.
+    gmm: VaDE's recipe, a diagonal GaussianMixture on the pre-trained latent means (of at
+         most ``MAX_PRIOR_ROWS`` rows, a seeded sample of larger tables).
     flat: uninformative, means near 0 and unit variances, so y decides the clusters first;
           ``var_spread`` spreads the components' log-variances over [-s, s] (concentric
           components, which can split by distance from the centre, as Pacman's annuli need).
@@ -156,11 +160,14 @@ def init_prior(model: DGCModel, x: torch.Tensor, strategy: str, seed: int, y_cod
         model.log_sigma2.copy_(torch.linspace(-var_spread, var_spread, K).unsqueeze(1).expand(K, J))
         model.pi_logits.zero_()
         return
-    z = distributed.gather_rows(latent_means(model, x).float().cpu().numpy().astype(np.float64))
+    z = distributed.gather_rows(latent_means(model, x).float().cpu().numpy())
     if y_codes is not None:
         y_codes = distributed.gather_rows(np.asarray(y_codes))
     if distributed.is_main():
-        _fit_prior(model, z, strategy, seed, y_codes, cluster_groups)
+        if len(z) > MAX_PRIOR_ROWS:  # a seeded sample places K components as well, and cheaper
+            rows = np.sort(np.random.default_rng(seed).choice(len(z), MAX_PRIOR_ROWS, replace=False))
+            z, y_codes = z[rows], (None if y_codes is None else y_codes[rows])
+        _fit_prior(model, z.astype(np.float64), strategy, seed, y_codes, cluster_groups)
     for tensor in (model.mu, model.log_sigma2, model.pi_logits):  # rank 0's mixture for all
         if distributed.active():
             torch.distributed.broadcast(tensor.data, src=0)
@@ -226,7 +233,8 @@ def train(model: DGCModel, x: torch.Tensor, y, sched: Schedule, generator, callb
         net = torch.compile(net, dynamic=True)
     for epoch in range(sched.epochs):
         model.train()
-        sums = torch.zeros(6, device=x.device)  # the five terms, then the row count
+        sums = torch.zeros(5, device=x.device)  # the five terms, summed over the epoch's rows
+        rows = 0
         for idx in batches(len(x), sched.batch_size, generator, x.device):
             yb = y[idx] if (y is not None and sched.use_y) else None
             evidence = None
@@ -239,10 +247,10 @@ def train(model: DGCModel, x: torch.Tensor, y, sched: Schedule, generator, callb
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            step = torch.stack([v.detach().float() for v in terms.means().values()])
-            sums += torch.cat([step, step.new_ones(1)]) * len(idx)
+            sums += terms.stacked().detach().sum(1)
+            rows += len(idx)
         decay.step()
-        sums = distributed.sum_over_ranks(sums)
+        sums = distributed.sum_over_ranks(torch.cat([sums, sums.new_tensor([rows])]))
         values = (sums[:5] / sums[5]).tolist()  # the one host synchronisation of the epoch
         record = dict(zip(("reconstruction", "ensemble", "kl_c", "kl_z", "entropy"), values, strict=True))
         record["loss"] = -(record["reconstruction"] + record["ensemble"] - record["kl_c"]

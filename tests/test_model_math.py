@@ -149,3 +149,25 @@ def test_mixture_start_gives_q_z_the_narrowest_component_variance():
     _, log_sigma2_q = model.encode(torch.randn(7, 5))
     expected = model.log_sigma2.min(0).values.expand(7, -1)
     torch.testing.assert_close(log_sigma2_q, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_bf16_autocast_keeps_the_mixture_math_in_float32():
+    """--precision bf16: the networks' matmuls run in bf16, while z, log p(z|c) and every
+    posterior stay float32; the result is the float32 one to bf16's precision."""
+    from dgc_cli.train import autocast
+
+    torch.manual_seed(7)
+    model = small_model()
+    x, y = torch.randn(64, 5), torch.randn(64, 1)
+    exact, _, _ = model.posterior(x, y)
+    with autocast(torch.device("cpu"), "bf16"):
+        assert model.encoder(x).dtype == torch.bfloat16  # autocast is on
+        mu_q, log_sigma2_q = model.encode(x)
+        log_q, _, _ = model.posterior(x, y)
+        torch.manual_seed(8)
+        terms = model.terms(x, y)
+    for tensor in (mu_q, log_sigma2_q, log_q, terms.log_q_c, terms.elbo):
+        assert tensor.dtype == torch.float32
+    torch.testing.assert_close(log_q.exp().sum(-1), torch.ones(64))
+    torch.testing.assert_close(log_q.exp(), exact.exp(), atol=0.02, rtol=0)
+    assert not torch.equal(log_q, exact)

@@ -1,6 +1,7 @@
 """`dgc fit --precision 32|bf16` and `--compile/--no-compile` (and `dgc assign --precision`) on CPU.
 
-On CPU, bf16 autocast does not apply: a bf16 fit runs and saves float32 weights. The
+On CPU, bf16 autocast applies too (AMX / AVX512-BF16 run its matmuls; torch emulates them
+elsewhere): a bf16 fit trains with bf16 matmuls and still saves float32 weights. The
 `--compile` test pays one torch.compile of the training loss for a single training step (about
 25 s with an empty inductor cache on the 2-core CI machine, under half that with a warm cache).
 """
@@ -58,8 +59,10 @@ def test_bf16_on_cpu_fits_and_saves_float32(table, tmp_path):
     assert result.exit_code == 0, result.output
     assigned = pd.read_parquet(tmp_path / "a.parquet")
     assert list(assigned.columns) == list(assignments.columns)
-    # float32 on CPU: the same posterior as the fit's own assignments
-    np.testing.assert_allclose(assigned["prob_0"], assignments["prob_0"], atol=1e-5)
+    # bf16 matmuls (8 significant bits) and float32 mixture math: the fit's own float32
+    # posterior to within a few 1e-3
+    np.testing.assert_allclose(assigned["prob_0"], assignments["prob_0"], atol=1e-2)
+    assert not np.array_equal(assigned["prob_0"], assignments["prob_0"])  # bf16 did run
 
 
 @pytest.mark.parametrize("command", ["fit", "assign"])

@@ -289,3 +289,20 @@ def test_table_stream_writes_all_batches_or_nothing(tmp_path, suffix):
         write(batches[0])
         raise RuntimeError("interrupted")
     assert not failed.exists() and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+@pytest.mark.parametrize("n, chunk", [(1, 4), (10, 3), (5000, 97), (5000, 65536)])
+def test_to_table_order_restores_the_rows_in_place(n, chunk):
+    """dgc fit builds x with its training rows first; to_table_order puts every row back at
+    its table position without a second whole-matrix copy."""
+    from dgc_cli.pipeline import to_table_order
+
+    rng = np.random.default_rng(n)
+    table = rng.normal(size=(n, 3)).astype(np.float32)
+    train = np.sort(rng.choice(n, int(0.8 * n), replace=False))
+    rest = rng.permutation(np.setdiff1d(np.arange(n), train))
+    order = np.concatenate([train, rest])
+    x = table[order]
+    restored = to_table_order(x, order, len(train), chunk=chunk)
+    assert restored is x  # in place
+    np.testing.assert_array_equal(restored, table)
