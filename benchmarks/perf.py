@@ -62,11 +62,13 @@ OFFICIAL_TIME_TO_99 = (8.0, 27.0)
 OFFICIAL_PEAK_RSS_GB = 1.09
 
 # dgc's Pacman settings on standardised x: the bench's config (docs/method.md), on a schedule
-# for 60,000 rows: batch 2,048 at lr 0.005, 2 pre-training and 8 training epochs, still 3
-# restarts kept by agreement. Measured before adopting it: test accuracy with y 1.000 on
-# seeds 0-4, 6.9-7.4 s each (the bench's schedule, batch 256 and 30 epochs: 73 s).
-PACMAN_DGC = {**pacman_params(), "batch_size": 2048, "lr": 5e-3, "epochs": 8,
-              "pretrain_epochs": 2}
+# for 60,000 rows: batch 2,048 at lr 0.005 with a 30 % decay every 2 epochs, 2 pre-training
+# and 8 training epochs, still 3 restarts kept by agreement. Measured before adopting it
+# (seeds 0-9, one thread): test accuracy with y 1.000 on all ten, 5.5-5.8 s each. Without the
+# decay, a good restart ended at 0.998 on 3 of 10 seeds (the bench's schedule, batch 256 and
+# 30 epochs: 73 s).
+PACMAN_DGC = {**pacman_params(), "batch_size": 2048, "lr": 5e-3, "lr_decay": 0.7,
+              "lr_decay_every": 2, "epochs": 8, "pretrain_epochs": 2}
 # The official code's Pacman networks: 2-128-256-256 -> z (10) -> 256-256-128 -> 2, sigmoid;
 # its task network has 128 hidden units (paper, Appendix B.2).
 PACMAN_OFFICIAL = dict(n_clusters=2, task="continuous", latent_dim=10, encoder=(128, 256, 256),
@@ -315,6 +317,24 @@ def section_flops(rec: Recorder, batch: int = 1024) -> dict:
                      "5-repeat torch.mm peaks taken before and after",
             architecture="784-500-500-2000 -> z 10 -> 2000-500-500-784, Bernoulli, K=4, "
                          "linear task net")
+
+    # --precision bf16: the same step with bf16 matmuls (autocast), against the bf16 peak
+    load = load_average()
+    peak16 = matmul_peak(dtype=torch.bfloat16)
+    per_step16 = step_times(model, xt, yt, batch, steps=8, epochs=4, precision="bf16")
+    peak16_after = matmul_peak(dtype=torch.bfloat16)
+    peak16_best = max(peak16["best_gflops"], peak16_after["best_gflops"])
+    best16 = min(per_step16)
+    achieved16 = flop_step / best16 / 1e9
+    rec.add("flops", "noisy-MNIST MLP training step, batch 1024, --precision bf16: fraction of "
+            "the bf16 matmul peak", 100 * achieved16 / peak16_best, "%",
+            ">= 50 % of the measured matmul peak (here of bf16's)", load,
+            achieved_gflops=round(achieved16, 1), matmul_peak_gflops=round(peak16_best, 1),
+            ms_per_step_best=round(1000 * best16, 2),
+            ms_per_step_median=round(1000 * statistics.median(per_step16), 2),
+            speedup_over_float32_step=round(best / best16, 2), flop_per_step=flop_step,
+            counting="as the float32 figure; bf16 autocast on the CPU (AMX or AVX512-BF16 "
+                     "where the CPU has them), z and the mixture math in float32")
 
     # the same counting for the Pacman network: the arithmetic floor of one epoch
     data, x_train, _ = pacman_data(0)

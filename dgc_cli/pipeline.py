@@ -34,7 +34,6 @@ from dgc_cli.tabular import (
     iter_table,
     plan_columns,
     read_table,
-    release_memory,
     require_columns,
     response_array,
     response_columns,
@@ -528,7 +527,7 @@ def fit_table(data: str | os.PathLike | None, settings: FitSettings, out: str | 
         task, reason = infer_task(df, s.target, s.time, s.event)
     else:
         task, reason = s.task, "given with --task"
-    labelled, n_dropped = validate_response(df, task, response)
+    labelled, n_dropped = validate_response(df[list(response)], task, response)
     what = " and ".join(f"'{c}'" for c in response)
     if n_dropped:
         warnings.append(f"{n_dropped} rows with missing {what} are left out of training "
@@ -542,21 +541,18 @@ def fit_table(data: str | os.PathLike | None, settings: FitSettings, out: str | 
 
     y_all = response_array(labelled, task, response)
     train, val = _split(len(labelled), task, y_all, s.val_fraction, s.seed)
-    pre = TablePreprocessor().fit(labelled, features, rows=train)
+    where = labelled.index.to_numpy()  # table positions of the rows with a response
+    pre = TablePreprocessor().fit(df, features, rows=where[train])
     blocks = pre.likelihood_blocks()
     # x is made once, its rows ordered training | validation | rows without a response, so
-    # that the training and validation sets are views of it, not copies
-    where = labelled.index.to_numpy()  # table positions of the rows with a response
+    # that the training and validation sets are views of it, not copies; the table's feature
+    # columns are let go as x fills (they are kept for the demo, which copies the table out)
     order = np.concatenate([where[train], where[val],
                             np.setdiff1d(np.arange(len(df)), where, assume_unique=True)])
-    x_ordered = pre.transform(df, rows=order)
+    x_ordered = pre.transform(df, rows=order, consume=not copy_data_as)
     x_tr, x_va = x_ordered[:len(train)], x_ordered[len(train):len(where)]
     y_tr, y_va = y_all[train], y_all[val]
     encoded_width = x_ordered.shape[1]
-    if not copy_data_as:  # from here on the table is needed for its id and response only
-        df = df.drop(columns=[c for c in features if c not in response and c != s.id])
-        labelled = labelled[list(response)]
-        release_memory()
 
     if len(ks) > 1:
         model, k_table, k_reason = _select_k(s, ks, task, blocks, (x_tr, y_tr, x_va, y_va), ui)

@@ -631,32 +631,50 @@ class TablePreprocessor:
         """Columns read as text (category codes), to keep their codes intact when re-read."""
         return list(self._state()["categorical"]["columns"])
 
-    def transform(self, df: pd.DataFrame, rows: np.ndarray | None = None) -> np.ndarray:
+    def transform(self, df: pd.DataFrame, rows: np.ndarray | None = None,
+                  consume: bool = False) -> np.ndarray:
         """The (n, d) float32 matrix for `df`, which must hold every fitted input column; with
         positional `rows`, for those rows in that order (sliced one column at a time, so the
-        frame is never copied whole)."""
+        frame is never copied whole). With `consume`, each input column is deleted from `df`
+        once it has been written, so that the table and the matrix are never both held whole
+        (``dgc fit`` on a table it read itself)."""
         st = self._state()
         require_columns(list(df.columns), st["columns"], "the data", what="feature column")
         n = len(df) if rows is None else len(rows)
-        if rows is not None:
-            df = _RowView(df, rows)
+        frame, df = df, (df if rows is None else _RowView(df, rows))
+        cat = st["categorical"]
+        uses = dict.fromkeys(st["columns"], 0)  # the column reads still to come
+        for c in (num_cols := st["numeric"]["columns"]) + st["binary"]["columns"] + \
+                st["missing_indicators"]:
+            uses[c] += 1
+        for c, cats in zip(cat["columns"], cat["categories"], strict=True):
+            uses[c] += bool(cats)
+
+        def used(c: str) -> None:
+            uses[c] -= 1
+            if consume and uses[c] == 0:
+                del frame[c]
+                release_memory()
+
         out = np.zeros((n, len(self.feature_names_out)), dtype=np.float32)
         j = 0
         num = st["numeric"]
-        for c, med, mean, scale in zip(num["columns"], num["medians"], num["means"],
-                                       num["scales"], strict=True):
+        for c, med, mean, scale in zip(num_cols, num["medians"], num["means"], num["scales"],
+                                       strict=True):
             x = _as_float(df[c], c)
             x[np.isnan(x)] = med
             out[:, j] = (x - mean) / scale
+            used(c)
             j += 1
         for c, fill in zip(st["binary"]["columns"], st["binary"]["fill"], strict=True):
             x = _as_binary(df[c], c)
             out[:, j] = np.where(np.isnan(x), fill, x)
+            used(c)
             j += 1
         for c in st["missing_indicators"]:
             out[:, j] = df[c].isna().to_numpy()
+            used(c)
             j += 1
-        cat = st["categorical"]
         for c, fill, cats in zip(cat["columns"], cat["fill"], cat["categories"], strict=True):
             if not cats:
                 continue
@@ -665,7 +683,11 @@ class TablePreprocessor:
             codes = pd.Categorical(text, categories=cats).codes  # -1 for an unseen category
             seen = np.flatnonzero(codes >= 0)
             out[seen, j + codes[seen]] = 1.0
+            used(c)
             j += len(cats)
+        if consume:  # and the columns never read (a single-level text column without gaps)
+            frame.drop(columns=[c for c in uses if c in frame], inplace=True)
+            release_memory()
         return out
 
     def fit_transform(self, df: pd.DataFrame, columns: Sequence[str] | None = None) -> np.ndarray:

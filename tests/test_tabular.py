@@ -264,6 +264,21 @@ def test_fit_on_rows_equals_fit_on_the_row_subset(frame):
     assert on_rows.to_dict() == on_subset.to_dict()
 
 
+def test_consuming_transform_gives_the_same_matrix_and_lets_the_features_go(frame):
+    """dgc fit's transform deletes each feature column once written (so the table and x are
+    never both held whole); the matrix is the same, other columns stay."""
+    columns = ["age", "dose", "smoker", "flag", "colour"]
+    frame["single"] = "only"  # a single-level text column, never read by transform
+    pre = TablePreprocessor().fit(frame, columns + ["single"])
+    order = np.random.default_rng(1).permutation(len(frame))
+    expected = pre.transform(frame, rows=order)
+    owned = frame.copy()
+    x = pre.transform(owned, rows=order, consume=True)
+    np.testing.assert_array_equal(x, expected)
+    assert list(owned.columns) == ["y"]
+    pd.testing.assert_series_equal(owned["y"], frame["y"])
+
+
 def test_validating_every_row_never_writes_into_the_callers_frame():
     df = pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": ["1.5", "2", "3.25"]})
     before = df.copy()
