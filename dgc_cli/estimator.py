@@ -380,49 +380,44 @@ class DGC:
             raise RuntimeError("this DGC is not fitted yet; call fit first")
 
     @torch.no_grad()
-    def _posterior(self, X, y=None, batch_size=8192, z=False, params=False):
-        """log q(c|x) (Eq. 8 with y, Eq. 9 without), batched; with ``z`` and ``params`` also
-        the latent means and the head's parameters (None when not asked for)."""
+    @torch.no_grad()
+    def _per_batch(self, X, reduce, y=None, batch_size=8192) -> torch.Tensor:
+        """``reduce(log_q, z, params, rows)`` on each batch of rows, concatenated: log q(c|x)
+        (Eq. 8 with y, Eq. 9 without), the latent means, the head's parameters and the batch's
+        slice of rows. Only the reductions are kept, never every row's head parameters."""
         self._check_fitted()
         X = self._x_array(X)
         model = self.model_.eval()
         yt = model.head.encode(y) if y is not None else None
-        out_q, out_z, out_p = [], [], []
+        out = []
         for i in range(0, len(X), batch_size):
-            xb = torch.as_tensor(X[i:i + batch_size], device=self.device_)
-            yb = yt[i:i + batch_size].to(self.device_) if yt is not None else None
+            rows = slice(i, i + batch_size)
+            xb = torch.as_tensor(X[rows], device=self.device_)
+            yb = yt[rows].to(self.device_) if yt is not None else None
             if not self.use_y:  # VaDE: the untrained head must not weigh in (q = p(c|z))
                 yb = None
-            log_q, zb, pb = model.posterior(xb, yb, self.entropy_reg and self.use_y, self.y_weight)
-            out_q.append(log_q)
-            if z:
-                out_z.append(zb)
-            if params:
-                out_p.append(pb)
-        return (torch.cat(out_q), torch.cat(out_z) if z else None,
-                _cat_params(out_p) if params else None)
+            log_q, z, params = model.posterior(xb, yb, self.entropy_reg and self.use_y, self.y_weight)
+            out.append(reduce(log_q, z, params, rows))
+        return torch.cat(out)
 
     def predict_proba(self, X, y=None) -> np.ndarray:
         """q(c|x): Eq. 9 without y, Eq. 8 with y. Rows sum to 1."""
-        log_q, _, _ = self._posterior(X, y)
-        return log_q.exp().double().cpu().numpy()
+        q = self._per_batch(X, lambda log_q, z, params, rows: log_q.exp().double(), y)
+        return q.cpu().numpy()
 
     def predict(self, X, y=None) -> np.ndarray:
         """Most probable cluster per row (Eq. 9 without y, Eq. 8 with y)."""
-        log_q, _, _ = self._posterior(X, y)
-        return log_q.argmax(1).cpu().numpy()
+        return self._per_batch(X, lambda log_q, z, params, rows: log_q.argmax(1), y).cpu().numpy()
 
     def transform(self, X) -> np.ndarray:
         """Latent means mu~(x), n x latent_dim."""
-        _, z, _ = self._posterior(X, z=True)
-        return z.cpu().numpy()
+        return self._per_batch(X, lambda log_q, z, params, rows: z).cpu().numpy()
 
     def predict_response(self, X) -> np.ndarray:
         """The ensemble prediction sum_k q_k E[y|z,k] with q from Eq. 9: class probabilities
         (categorical), values (continuous) or a risk score, higher = earlier event (survival)."""
-        log_q, _, params = self._posterior(X, params=True)
         head = self.model_.head
-        pred = head.predict(params, log_q.exp())
+        pred = self._per_batch(X, lambda log_q, z, params, rows: head.predict(params, log_q.exp()))
         if self.task_ == "continuous":
             return head.decode(pred)
         return pred.double().cpu().numpy()
@@ -430,27 +425,33 @@ class DGC:
     def predict_survival_function(self, X, times) -> np.ndarray:
         """S(t|x) = sum_k q_k S_k(t) at ``times`` (in the data's units): n x T."""
         self._require("survival")
-        log_q, _, params = self._posterior(X, params=True)
         head = self.model_.head
         t = torch.as_tensor(np.asarray(times, dtype=np.float64) / head.meta["time_scale"],
                             dtype=torch.float32, device=self.device_).clamp(min=1e-12)
-        log_s = torch.logsumexp(log_q.unsqueeze(-1) + head.log_survival(params, t), dim=1)
-        return log_s.exp().double().cpu().numpy()
+
+        def survival(log_q, z, params, rows):
+            return torch.logsumexp(log_q.unsqueeze(-1) + head.log_survival(params, t), dim=1).exp()
+
+        return self._per_batch(X, survival).double().cpu().numpy()
 
     def predict_median_time(self, X) -> np.ndarray:
         """Median of the mixture's survival time per row, by bisection on log t."""
         self._require("survival")
-        log_q, _, (log_lambda, log_k) = self._posterior(X, params=True)
-        lo = torch.full((len(log_q),), -20.0, device=log_q.device)
-        hi = torch.full((len(log_q),), 20.0, device=log_q.device)
-        for _ in range(60):
-            mid = (lo + hi) / 2
-            ratio = mid.unsqueeze(1) - log_lambda
-            log_s = torch.logsumexp(log_q - torch.exp(torch.exp(log_k) * ratio), 1)
-            above = log_s > math.log(0.5)
-            lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
-        return (torch.exp((lo + hi) / 2).double().cpu().numpy()
-                * self.model_.head.meta["time_scale"])
+
+        def median_log_time(log_q, z, params, rows):
+            log_lambda, log_k = params
+            lo = torch.full((len(log_q),), -20.0, device=log_q.device)
+            hi = torch.full((len(log_q),), 20.0, device=log_q.device)
+            for _ in range(60):
+                mid = (lo + hi) / 2
+                ratio = mid.unsqueeze(1) - log_lambda
+                log_s = torch.logsumexp(log_q - torch.exp(torch.exp(log_k) * ratio), 1)
+                above = log_s > math.log(0.5)
+                lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
+            return (lo + hi) / 2
+
+        log_t = self._per_batch(X, median_log_time)
+        return torch.exp(log_t).double().cpu().numpy() * self.model_.head.meta["time_scale"]
 
     def _require(self, task):
         self._check_fitted()
@@ -481,10 +482,11 @@ class DGC:
         """Mean over rows of log p(y|x) = log sum_k q_test(k|x) p(y|z,k): how well the clusters
         and their heads explain y from x alone (Eq. 9 weights). Continuous y is measured on the
         standardised scale."""
-        log_q, _, params = self._posterior(X, params=True)
-        yt = self.model_.head.encode(y).to(self.device_)
-        log_p_y = self.model_.head.log_likelihood(params, yt)
-        return log_p_y_given_x(log_q, log_p_y).mean().item()
+        head = self.model_.head
+        yt = head.encode(y).to(self.device_)
+        log_p_y = self._per_batch(X, lambda log_q, z, params, rows: log_p_y_given_x(
+            log_q, head.log_likelihood(params, yt[rows])))
+        return log_p_y.mean().item()
 
     @torch.no_grad()
     def sample(self, n: int, random_state=None):
@@ -591,12 +593,6 @@ def _mutual_information(counts: np.ndarray) -> float:
     outer = p.sum(1, keepdims=True) * p.sum(0, keepdims=True)
     nz = p > 0
     return float((p[nz] * np.log(p[nz] / outer[nz])).sum())
-
-
-def _cat_params(chunks):
-    if isinstance(chunks[0], torch.Tensor):
-        return torch.cat(chunks)
-    return tuple(torch.cat(parts) for parts in zip(*chunks, strict=True))
 
 
 def _jsonable(value):

@@ -102,19 +102,36 @@ def fmt(v: float) -> str:
     return f"{v:.0f}" if 100 <= abs(v) < 1e7 else f"{v:.3g}"
 
 
+def class_mix(y: pd.Series, labels: np.ndarray, k: int) -> tuple[list[str], np.ndarray]:
+    """The classes (as text, sorted) and each cluster's share of them (k x classes; a row of
+    zeros for an empty cluster), counted on integer codes: no text copy of the column."""
+    codes, uniques = pd.factorize(y, sort=False)
+    names = [str(u) for u in uniques]
+    order = np.argsort(names, kind="stable")
+    counts = np.bincount(labels * len(names) + codes, minlength=k * len(names))
+    counts = counts.reshape(k, len(names))[:, order].astype(float)
+    sizes = counts.sum(1, keepdims=True)
+    return [names[i] for i in order], np.divide(counts, sizes, out=np.zeros_like(counts),
+                                                 where=sizes > 0)
+
+
 def response_summary(task: str, y: pd.DataFrame | None, labels: np.ndarray, k: int) -> list[str]:
     """One short sentence per cluster: class mix, mean and spread, or median survival."""
     if y is None:
         return [""] * k
     out = []
+    if task == "categorical":
+        names, shares = class_mix(y.iloc[:, 0], labels, k)
     for c in range(k):
-        rows = y[labels == c]
-        if len(rows) == 0:
+        if not (labels == c).any():
             out.append("no rows")
-        elif task == "categorical":
-            mix = rows.iloc[:, 0].astype(str).value_counts(normalize=True).head(3)
-            out.append(", ".join(f"{name} {share:.0%}" for name, share in mix.items()))
-        elif task == "continuous":
+            continue
+        if task == "categorical":
+            top = np.argsort(-shares[c], kind="stable")[:3]
+            out.append(", ".join(f"{names[j]} {shares[c, j]:.0%}" for j in top if shares[c, j] > 0))
+            continue
+        rows = y[labels == c]
+        if task == "continuous":
             v = rows.iloc[:, 0].astype(float)
             out.append(f"mean {fmt(v.mean())} (sd {fmt(v.std(ddof=0))})")
         else:
@@ -227,11 +244,12 @@ def plot_response(inp: ReportInput) -> bytes | None:
     fig = _figure(7, 3.6)
     ax = fig.add_subplot()
     if inp.task == "categorical":
-        mix = pd.crosstab(labels, inp.y.iloc[:, 0].astype(str).to_numpy(), normalize="index")
-        left = np.zeros(len(mix))
-        for name in mix.columns:
-            ax.barh([str(c) for c in mix.index], mix[name], left=left, label=str(name))
-            left += mix[name].to_numpy()
+        names, shares = class_mix(inp.y.iloc[:, 0], labels, k)
+        present = np.flatnonzero(np.bincount(labels, minlength=k))
+        left = np.zeros(len(present))
+        for j, name in enumerate(names):
+            ax.barh([str(c) for c in present], shares[present, j], left=left, label=name)
+            left += shares[present, j]
         ax.set_xlabel(f"share of {inp.response[0]}")
         ax.set_ylabel("cluster")
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))

@@ -1,6 +1,7 @@
 """Report statistics: per-cluster moments in one chunked pass equal the direct computation."""
 
 import numpy as np
+import pandas as pd
 
 from dgc_cli.report import cluster_moments, standardised_differences
 
@@ -28,3 +29,16 @@ def test_chunked_moments_match_numpy_and_an_empty_cluster_gives_zeros():
     smd = standardised_differences(x, labels, 4)
     np.testing.assert_allclose(smd[:3], direct_smd(x.astype(float), labels, 3), rtol=1e-4, atol=1e-6)
     assert (smd[3] == 0).all()
+
+
+def test_class_mix_matches_a_crosstab_and_leaves_empty_clusters_at_zero():
+    from dgc_cli.report import class_mix
+
+    rng = np.random.default_rng(0)
+    y = pd.Series(rng.choice([3, 10, 7], 500))
+    labels = rng.integers(0, 3, 500)  # cluster 3 of 4 is empty
+    names, shares = class_mix(y, labels, 4)
+    expected = pd.crosstab(labels, y.astype(str).to_numpy(), normalize="index")
+    assert names == list(expected.columns) == ["10", "3", "7"]
+    np.testing.assert_allclose(shares[:3], expected.to_numpy())
+    np.testing.assert_array_equal(shares[3], 0.0)
