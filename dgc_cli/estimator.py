@@ -389,7 +389,7 @@ class DGC:
         X = self._x_array(X)
         model = self.model_.eval()
         yt = model.head.encode(y) if y is not None else None
-        out = []
+        out = None
         for i in range(0, len(X), batch_size):
             rows = slice(i, i + batch_size)
             xb = torch.as_tensor(X[rows], device=self.device_)
@@ -397,8 +397,11 @@ class DGC:
             if not self.use_y:  # VaDE: the untrained head must not weigh in (q = p(c|z))
                 yb = None
             log_q, z, params = model.posterior(xb, yb, self.entropy_reg and self.use_y, self.y_weight)
-            out.append(reduce(log_q, z, params, rows))
-        return torch.cat(out)
+            result = reduce(log_q, z, params, rows)
+            if out is None:  # one block for all rows: kept batch outputs would fragment the heap
+                out = result.new_empty((len(X), *result.shape[1:]))
+            out[rows] = result
+        return out
 
     def predict_proba(self, X, y=None) -> np.ndarray:
         """q(c|x): Eq. 9 without y, Eq. 8 with y. Rows sum to 1."""

@@ -15,7 +15,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -366,6 +366,24 @@ def assignment_frame(model, pre: TablePreprocessor, schema: dict, df: pd.DataFra
     return out
 
 
+def write_assignments(model, pre: TablePreprocessor, schema: dict, df: pd.DataFrame,
+                      x: np.ndarray, paths: list[Path], chunk: int = 65536) -> np.ndarray:
+    """The assignment rows of the whole table (`x` is its transform), made and written
+    `chunk` rows at a time to each of `paths` (Parquet, or CSV by suffix): the full
+    assignment table is never held. Returns every row's cluster."""
+    labels = np.empty(len(df), dtype=np.int64)
+    with ExitStack() as stack:
+        writers = [stack.enter_context(table_stream(path)) for path in paths]
+        for start in range(0, len(df), chunk):
+            rows = slice(start, start + chunk)
+            frame = assignment_frame(model, pre, schema, df.iloc[rows], use_response=True,
+                                     row_start=start, x=x[rows])
+            for write in writers:
+                write(frame)
+            labels[rows] = frame["cluster"].to_numpy()
+    return labels
+
+
 # ---------------------------------------------------------------------------------------------
 # Metrics
 
@@ -573,32 +591,31 @@ def fit_table(data: str | os.PathLike | None, settings: FitSettings, out: str | 
               "event": s.event, "id": s.id, "features": features,
               "dropped": [list(d) for d in dropped], "source": source, "seed": s.seed,
               "val_fraction": s.val_fraction, "k_selection": k_table, "k_reason": k_reason}
-    assignments = assignment_frame(model, pre, schema, df, use_response=True, x=x_table)
-    labels = assignments["cluster"].to_numpy()[where]
-    sizes = np.bincount(assignments["cluster"], minlength=k)
-    metrics = {
-        "dgc_version": __version__, "data": source, "task": task, "task_reason": reason,
-        "response": response, "n_clusters": k, "init": getattr(model, "init_", None),
-        "rows": {"total": len(df), "with_response": len(labelled),
-                 "dropped_missing_response": n_dropped, "train": len(train),
-                 "validation": len(val)},
-        "features": {"used": features, "dropped": [{"column": c, "reason": r} for c, r in dropped],
-                     "encoded_width": encoded_width},
-        "cluster_sizes": {str(i): int(n) for i, n in enumerate(sizes)},
-        "elbo_terms": elbo_terms,
-        "validation": validation,
-        "ari_vs_gmm": gmm_agreement(x_all, labels, k, s.seed),
-        "k_selection": k_table, "k_choice": k_reason,
-    }
-    if task == "survival":
-        metrics["logrank"] = logrank_summary(y_all[:, 0], y_all[:, 1], labels)
-
     out = Path(out)
     with atomic_folder(out) as tmp:
         model.save(tmp / "model", extra_config={"dgc_cli": schema})
-        assignments.to_parquet(tmp / "assignments.parquet", index=False)
-        if s.csv:
-            assignments.to_csv(tmp / "assignments.csv", index=False)
+        table_labels = write_assignments(
+            model, pre, schema, df, x_table,
+            [tmp / "assignments.parquet"] + ([tmp / "assignments.csv"] if s.csv else []))
+        labels = table_labels[where]
+        sizes = np.bincount(table_labels, minlength=k)
+        metrics = {
+            "dgc_version": __version__, "data": source, "task": task, "task_reason": reason,
+            "response": response, "n_clusters": k, "init": getattr(model, "init_", None),
+            "rows": {"total": len(df), "with_response": len(labelled),
+                     "dropped_missing_response": n_dropped, "train": len(train),
+                     "validation": len(val)},
+            "features": {"used": features,
+                         "dropped": [{"column": c, "reason": r} for c, r in dropped],
+                         "encoded_width": encoded_width},
+            "cluster_sizes": {str(i): int(n) for i, n in enumerate(sizes)},
+            "elbo_terms": elbo_terms,
+            "validation": validation,
+            "ari_vs_gmm": gmm_agreement(x_all, labels, k, s.seed),
+            "k_selection": k_table, "k_choice": k_reason,
+        }
+        if task == "survival":
+            metrics["logrank"] = logrank_summary(y_all[:, 0], y_all[:, 1], labels)
         write_json(tmp / "metrics.json", metrics)
         if copy_data_as:
             df.to_csv(tmp / copy_data_as, index=False)

@@ -133,6 +133,28 @@ def test_assign_reproduces_fit_labels_and_posterior(fitted, tmp_path, task):
     assert assigned["used_response"].tolist() == fit_rows["used_response"].tolist()
 
 
+@pytest.mark.parametrize("task", TASKS)
+def test_fit_assignments_written_in_chunks_equal_one_frame(fitted, tmp_path, task):
+    """dgc fit writes its assignments chunk by chunk (write_assignments); a chunk of 7 rows
+    gives the file that one whole-table assignment_frame gives, in Parquet and in CSV."""
+    from dgc_cli.pipeline import assignment_frame, load_model, write_assignments
+    from dgc_cli.tabular import read_table
+
+    path, out, _, _ = fitted[task]
+    model, pre, schema = load_model(out, "cpu")
+    df = read_table(path)
+    x = pre.transform(df)
+    labels = write_assignments(model, pre, schema, df, x,
+                               [tmp_path / "a.parquet", tmp_path / "a.csv"], chunk=7)
+    whole = assignment_frame(model, pre, schema, df, use_response=True, x=x)
+    chunked = pd.read_parquet(tmp_path / "a.parquet")
+    pd.testing.assert_frame_equal(chunked, whole, check_dtype=False)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a.csv"),
+                                  pd.read_csv(out / "assignments.csv"), check_dtype=False)
+    assert labels.tolist() == whole["cluster"].tolist()
+    assert chunked["cluster"].tolist() == pd.read_parquet(out / "assignments.parquet")["cluster"].tolist()
+
+
 def test_assign_without_response_uses_the_features_alone(fitted, tmp_path):
     path, out, df, _ = fitted["survival"]
     bare = tmp_path / "new.csv"
