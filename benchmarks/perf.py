@@ -15,7 +15,8 @@ No test asserts these figures. Sections:
    ``--compile`` and at batch 1,024; and time to quality, the wall time of a whole
    ``DGC.fit`` with dgc's Pacman settings and the test clustering accuracy it reaches.
 2. ``flops``: achieved GFLOP/s of a training step of the noisy-MNIST MLP at batch 1,024 against
-   the float32 matmul peak measured in the same run.
+   the float32 matmul peak measured in the same run, and of the same step with
+   ``--precision bf16`` against the bf16 matmul peak.
 3. ``tables``: ``dgc fit`` on a synthetic Parquet table (1,000,000 x 50 by default), rows per
    second of training and peak RSS; ``dgc assign`` on 10,000,000 and 1,000,000 rows, rows per
    second and peak RSS. Each command runs in its own process; tables are written under
