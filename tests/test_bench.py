@@ -278,3 +278,16 @@ def test_benchmark_scripts_wrap_the_commands(name, monkeypatch, capsys):
         runpy.run_path(str(script), run_name="__main__")
     assert done.value.code == 0
     assert "--out" in capsys.readouterr().out
+
+
+def test_bench_precision_is_passed_on_and_recorded(tmp_path):
+    out = tmp_path / "res"
+    args = ["pacman", "--seeds", "1", "--epochs", "1", "--n-per-annulus", "200",
+            "--n-train-per-annulus", "150", "--threads", "1", "--out", str(out)]
+    result = runner.invoke(bench_app, [*args, "--precision", "bf16"])
+    assert result.exit_code == 0, result.output
+    written = load_written(out, "pacman-reduced")
+    assert "--precision bf16" in written["command"]
+    assert '"precision": "bf16"' in json.dumps(written)  # the settings the models were fitted with
+    result = runner.invoke(bench_app, [*args, "--precision", "16"])
+    assert result.exit_code == 2 and "unknown precision '16'; use 32 or bf16" in result.output

@@ -20,6 +20,9 @@ Out = Annotated[Path, typer.Option(help="Folder for the JSON, markdown and PNG f
 Init = Annotated[str | None, typer.Option(
     help="Mixture initialisation for DGC (auto, gmm, flat, ygmm); default: the estimator's.")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
+Precision = Annotated[str, typer.Option(
+    metavar="32|bf16", help="bf16: the networks under bf16 autocast (CUDA, or a CPU with AMX), "
+    "the mixture math in float32.")]
 Threads = Annotated[int | None, typer.Option(
     min=1, help="CPU threads for torch and scikit-learn; 1 is fastest on a busy shared machine.")]
 
@@ -45,6 +48,9 @@ def cpu_threads(threads: int | None):
 def _run(function, threads: int | None = None, **kwargs) -> dict:
     """Call a bench; user mistakes (missing files, bad options) become one line and exit 1."""
     log = Log()
+    if kwargs.get("precision") not in ("32", "bf16"):
+        raise typer.BadParameter(f"unknown precision '{kwargs.get('precision')}'; use 32 or bf16",
+                                 param_hint="'--precision'")
     try:
         with cpu_threads(threads):
             return function(log=log, **kwargs)
@@ -69,12 +75,13 @@ def pacman_command(
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs (paper: 80).")] = 80,
     n_per_annulus: Annotated[int, typer.Option(min=4, help="Points per annulus (paper: 10,000).")] = 10_000,
     n_train_per_annulus: Annotated[int, typer.Option(min=2, help="Training points per annulus (paper: 7,500).")] = 7_500,
-    init: Init = None, device: Device = "auto", threads: Threads = None, out: Out = DEFAULT_OUT,
+    init: Init = None, precision: Precision = "32", device: Device = "auto",
+    threads: Threads = None, out: Out = DEFAULT_OUT,
 ):
     """Pacman (Sec. 5.2, B.2): two close annuli told apart by their responses' trends."""
     _run(run_pacman, seeds=seeds, epochs=epochs, n_per_annulus=n_per_annulus,
          n_train_per_annulus=min(n_train_per_annulus, n_per_annulus - 1), init=init,
-         device=device, threads=threads, out=out)
+         precision=precision, device=device, threads=threads, out=out)
 
 
 @bench_app.command("mnist")
@@ -86,11 +93,13 @@ def mnist_command(
     seed: Annotated[int, typer.Option(help="Seed of the backgrounds, the subset and the models.")] = 0,
     blend: Annotated[str, typer.Option(help="max: max(digit, alpha*background); add: clipped sum.")] = "max",
     alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Background intensity.")] = 0.5,
-    init: Init = None, device: Device = "auto", threads: Threads = None, out: Out = DEFAULT_OUT,
+    init: Init = None, precision: Precision = "32", device: Device = "auto",
+    threads: Threads = None, out: Out = DEFAULT_OUT,
 ):
     """Noisy MNIST (Sec. 5.1, B.1): DGC, VaDE and DGC without decoder, K = 4 (digit x background)."""
     _run(run_mnist, data_dir=data_dir, cifar_dir=cifar_dir, epochs=epochs, subset=subset,
-         seed=seed, blend=blend, alpha=alpha, init=init, device=device, threads=threads, out=out)
+         seed=seed, blend=blend, alpha=alpha, init=init, precision=precision, device=device,
+         threads=threads, out=out)
 
 
 @bench_app.command("svhn")
@@ -101,11 +110,13 @@ def svhn_command(
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs (paper: 150).")] = 150,
     seed: Annotated[int, typer.Option(help="Seed of the subset, the split and the models.")] = 0,
     extra: Annotated[bool, typer.Option(help="Train on extra_32x32.mat too, as the paper.")] = True,
-    init: Init = None, device: Device = "auto", threads: Threads = None, out: Out = DEFAULT_OUT,
+    init: Init = None, precision: Precision = "32", device: Device = "auto",
+    threads: Threads = None, out: Out = DEFAULT_OUT,
 ):
     """SVHN (Sec. 5.3, B.3, Table 1): classification and clustering accuracy against K."""
     _run(run_svhn, data_dir=data_dir, clusters=_clusters(clusters), subset=subset, epochs=epochs,
-         seed=seed, use_extra=extra, init=init, device=device, threads=threads, out=out)
+         seed=seed, use_extra=extra, init=init, precision=precision, device=device,
+         threads=threads, out=out)
 
 
 @bench_app.command("survival")
@@ -116,8 +127,10 @@ def survival_command(
     gbsg2_clusters: Annotated[int, typer.Option(min=1, help="Fitted clusters on GBSG2.")] = 2,
     epochs: Annotated[int | None, typer.Option(min=1, help="Override the default schedule.")] = None,
     gbsg2: Annotated[bool, typer.Option(help="Also run GBSG2 (lifelines' bundled copy).")] = True,
-    init: Init = None, device: Device = "auto", threads: Threads = None, out: Out = DEFAULT_OUT,
+    init: Init = None, precision: Precision = "32", device: Device = "auto",
+    threads: Threads = None, out: Out = DEFAULT_OUT,
 ):
     """Survival: synthetic Weibull clusters (VaDeSC-style) and GBSG2 against Cox PH, clustering + Cox."""
     _run(run_survival, seeds=seeds, n=n, clusters=clusters, gbsg2_clusters=gbsg2_clusters,
-         epochs=epochs, gbsg2=gbsg2, init=init, device=device, threads=threads, out=out)
+         epochs=epochs, gbsg2=gbsg2, init=init, precision=precision, device=device,
+         threads=threads, out=out)

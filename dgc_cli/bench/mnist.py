@@ -20,6 +20,7 @@ from dgc_cli.bench.common import (
     finish,
     fit_dgc,
     new_figure,
+    option_flags,
     override_note,
     with_init,
 )
@@ -59,7 +60,8 @@ def labelled_confusion(truth, labels, names, assignment: str) -> dict:
 
 def run_mnist(data_dir: Path = SHARED_DATA / "mnist", cifar_dir: Path = SHARED_DATA / "cifar10",
               epochs: int = 100, subset: int | None = None, seed: int = 0, blend: str = "max",
-              alpha: float = 0.5, init: str | None = None, device: str = "auto",
+              alpha: float = 0.5, init: str | None = None, precision: str = "32",
+              device: str = "auto",
               out: Path = DEFAULT_OUT, log: Log | None = None, overrides: dict | None = None) -> dict:
     """Noisy MNIST: DGC, VaDE, DGC without decoder and K-means (K = 4, targets digit x
     background), the two confusion matrices of Fig. 2c/d and samples from DGC (Fig. 2b)."""
@@ -70,7 +72,7 @@ def run_mnist(data_dir: Path = SHARED_DATA / "mnist", cifar_dir: Path = SHARED_D
     reduced = epochs < 100 or subset is not None or bool(overrides)
     command = (f"dgc bench mnist --data-dir {data_dir} --cifar-dir {cifar_dir} --epochs {epochs}"
                + (f" --subset {subset}" if subset else "") + f" --seed {seed} --blend {blend}"
-               f" --alpha {alpha}" + (f" --init {init}" if init else "") + f" --out {out}")
+               f" --alpha {alpha}" + option_flags(init, precision) + f" --out {out}")
     if reduced:
         log(f"REDUCED run (paper: all 12,223 + 2,060 images, 100 epochs): {command}")
     splits = {}
@@ -79,7 +81,7 @@ def run_mnist(data_dir: Path = SHARED_DATA / "mnist", cifar_dir: Path = SHARED_D
         splits[split] = take_subset([d.x, d.y, d.label4], subset, seed + i)
     log(f"noisy MNIST: {len(splits['train'][0])} training, {len(splits['test'][0])} test images")
     x_train, y_train, _ = splits["train"]
-    params = with_init(mnist_params(epochs), init) | (overrides or {})
+    params = with_init(mnist_params(epochs), init, precision) | (overrides or {})
     variants = {"DGC": params, "VaDE": vade_params(params), "DGC-no-decoder": no_decoder_params(params)}
     res, ds, fitted, seconds = Results(), "noisy-mnist", {}, {}
     for method, p in variants.items():

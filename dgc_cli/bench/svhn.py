@@ -18,6 +18,7 @@ from dgc_cli.bench.common import (
     finish,
     fit_dgc,
     new_figure,
+    option_flags,
     override_note,
     with_init,
 )
@@ -78,7 +79,8 @@ def load_svhn(data_dir: Path, subset: int | None = None, seed: int = 0, test_fra
 
 def run_svhn(data_dir: Path = SHARED_DATA / "svhn", clusters: tuple = (10,), subset: int | None = None,
              epochs: int = 150, seed: int = 0, test_fraction: float = 0.2, use_extra: bool = True,
-             init: str | None = None, device: str = "auto", out: Path = DEFAULT_OUT,
+             init: str | None = None, precision: str = "32", device: str = "auto",
+             out: Path = DEFAULT_OUT,
              log: Log | None = None, overrides: dict | None = None) -> dict:
     """SVHN, Table 1: DGC with each number of clusters in ``clusters``; classification accuracy
     of the ensemble prediction (no y) and clustering accuracy (one-to-one and purity)."""
@@ -89,7 +91,7 @@ def run_svhn(data_dir: Path = SHARED_DATA / "svhn", clusters: tuple = (10,), sub
     reduced = not standard or subset is not None or epochs < 150 or not use_extra or bool(overrides)
     command = (f"dgc bench svhn --data-dir {data_dir} --clusters {','.join(map(str, clusters))}"
                + (f" --subset {subset}" if subset else "") + f" --epochs {epochs} --seed {seed}"
-               + ("" if use_extra else " --no-extra") + (f" --init {init}" if init else "")
+               + ("" if use_extra else " --no-extra") + option_flags(init, precision)
                + f" --out {out}")
     if reduced:
         log(f"REDUCED run (paper: train + extra, 150 epochs, a GPU): {command}")
@@ -97,7 +99,7 @@ def run_svhn(data_dir: Path = SHARED_DATA / "svhn", clusters: tuple = (10,), sub
     res, ds, seconds, inits = Results(), "svhn", {}, {}
     splits = {"train": (x_tr, y_tr), "test": (x_te, y_te)}
     for k in clusters:
-        params = with_init(svhn_params(k, epochs), init) | (overrides or {})
+        params = with_init(svhn_params(k, epochs), init, precision) | (overrides or {})
         t0 = time.time()
         est = fit_dgc(log, f"K={k} DGC", params, x_tr, y_tr, seed, device)
         seconds[k], inits[k] = round(time.time() - t0, 1), effective_params(est)
