@@ -284,6 +284,26 @@ def check_precision(precision) -> str:
     return str(precision)
 
 
+def cpu_has_bf16() -> bool | None:
+    """Whether this CPU runs bf16 matmuls natively (AMX or AVX512-BF16); None where the
+    flags cannot be read (not Linux)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def bf16_warning(device: str, precision: str) -> str | None:
+    """A warning for --precision bf16 on a CPU that would emulate bf16 (slower than float32)."""
+    from dgc_cli.estimator import resolve_device
+
+    if precision != "bf16" or resolve_device(device).type != "cpu" or cpu_has_bf16() is not False:
+        return None
+    return ("--precision bf16 on this CPU is emulated (no AMX or AVX512-BF16) and will be "
+            "slower than --precision 32")
+
+
 def check_device(device: str) -> None:
     from dgc_cli.estimator import resolve_device
 
@@ -541,6 +561,7 @@ def fit_table(data: str | os.PathLike | None, settings: FitSettings, out: str | 
     check_features(df, plan.features)
     features, dropped = drop_uninformative(df, plan.features)
     warnings += [f"not using column '{column}': {why}" for column, why in dropped]
+    warnings += [w for w in [bf16_warning(s.device, s.precision)] if w]
     if s.task == "auto":
         task, reason = infer_task(df, s.target, s.time, s.event)
     else:

@@ -101,3 +101,17 @@ def test_compile_fits_and_writes_the_same_columns(table, tmp_path):
     b = pd.read_parquet(compiled / "assignments.parquet")
     assert list(a.columns) == list(b.columns) and len(b) == N
     assert np.isfinite(b[["prob_0", "prob_1"]]).all().all()
+
+
+@pytest.mark.parametrize("has_bf16, warned", [(False, True), (True, False), (None, False)])
+def test_bf16_fit_warns_when_the_cpu_would_emulate_it(table, tmp_path, monkeypatch, has_bf16,
+                                                      warned):
+    from dgc_cli import pipeline
+
+    monkeypatch.setattr(pipeline, "cpu_has_bf16", lambda: has_bf16)
+    result = invoke("fit", table, "--target", "y", "-k", 2, "--epochs", 1, "--pretrain-epochs",
+                    1, "--encoder", "8", "--latent-dim", 2, "--init", "flat", "--device", "cpu",
+                    "--out", tmp_path / "out", "--precision", "bf16")
+    assert result.exit_code == 0, result.output
+    assert ("emulated (no AMX or AVX512-BF16)" in result.output) == warned
+
