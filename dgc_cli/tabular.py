@@ -642,10 +642,9 @@ class TablePreprocessor:
         require_columns(list(df.columns), st["columns"], "the data", what="feature column")
         n = len(df) if rows is None else len(rows)
         frame, df = df, (df if rows is None else _RowView(df, rows))
-        cat = st["categorical"]
+        num, cat = st["numeric"], st["categorical"]
         uses = dict.fromkeys(st["columns"], 0)  # the column reads still to come
-        for c in (num_cols := st["numeric"]["columns"]) + st["binary"]["columns"] + \
-                st["missing_indicators"]:
+        for c in num["columns"] + st["binary"]["columns"] + st["missing_indicators"]:
             uses[c] += 1
         for c, cats in zip(cat["columns"], cat["categories"], strict=True):
             uses[c] += bool(cats)
@@ -658,9 +657,8 @@ class TablePreprocessor:
 
         out = np.zeros((n, len(self.feature_names_out)), dtype=np.float32)
         j = 0
-        num = st["numeric"]
-        for c, med, mean, scale in zip(num_cols, num["medians"], num["means"], num["scales"],
-                                       strict=True):
+        for c, med, mean, scale in zip(num["columns"], num["medians"], num["means"],
+                                       num["scales"], strict=True):
             x = _as_float(df[c], c)
             x[np.isnan(x)] = med
             out[:, j] = (x - mean) / scale
