@@ -380,7 +380,6 @@ class DGC:
             raise RuntimeError("this DGC is not fitted yet; call fit first")
 
     @torch.no_grad()
-    @torch.no_grad()
     def _per_batch(self, X, reduce, y=None, batch_size=8192) -> torch.Tensor:
         """``reduce(log_q, z, params, rows)`` on each batch of rows, concatenated: log q(c|x)
         (Eq. 8 with y, Eq. 9 without), the latent means, the head's parameters and the batch's
