@@ -329,12 +329,29 @@ def plan_columns(names: Sequence[str], *, response: Sequence[str], id_col: str |
 
 
 def _is_id_like(s: pd.Series) -> bool:
+    """Every value unique, and either text or consecutive integers. The cheap tests come first:
+    a float column is never ID-like, and integers must span exactly their count."""
+    if pd.api.types.is_bool_dtype(s) or (pd.api.types.is_numeric_dtype(s)
+                                         and not pd.api.types.is_integer_dtype(s)):
+        return False
     values = s.dropna()
-    if len(values) < 2 or values.nunique() != len(values):
+    if len(values) < 2:
         return False
     if pd.api.types.is_integer_dtype(values):
-        return int(values.max()) - int(values.min()) == len(values) - 1
-    return not pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+        span = int(values.max()) - int(values.min()) == len(values) - 1
+        return span and values.nunique() == len(values)
+    return values.nunique() == len(values)
+
+
+def _is_constant(s: pd.Series) -> bool:
+    """At most one distinct value, missing counted as one (nunique(dropna=False) <= 1), from
+    min and max where the column is numeric: no hash table of a million floats."""
+    if not isinstance(s.dtype, np.dtype) or s.dtype.kind not in "iuf":  # text, bool, nullable
+        return s.nunique(dropna=False) <= 1
+    v = s.to_numpy()
+    if v.dtype.kind == "f" and np.isnan(v).any():
+        return bool(np.isnan(v).all())
+    return len(v) == 0 or bool(v.min() == v.max())
 
 
 def check_features(df: pd.DataFrame, features: Sequence[str]) -> None:
@@ -362,7 +379,7 @@ def drop_uninformative(df: pd.DataFrame, features: Sequence[str]
         s = df[c]
         if pd.api.types.is_datetime64_any_dtype(s) or pd.api.types.is_timedelta64_dtype(s):
             dropped.append((c, "date/time column (convert it to a number to use it)"))
-        elif s.nunique(dropna=False) <= 1:
+        elif _is_constant(s):
             dropped.append((c, "constant"))
         elif _is_id_like(s):
             dropped.append((c, "ID-like (every value unique)"))

@@ -321,3 +321,17 @@ def test_to_table_order_restores_the_rows_in_place(n, chunk):
     restored = to_table_order(x, order, len(train), chunk=chunk)
     assert restored is x  # in place
     np.testing.assert_array_equal(restored, table)
+
+
+@pytest.mark.parametrize("values, dtype", [
+    ([1.0, 1.0, 1.0], None), ([1.0, np.nan], None), ([np.nan, np.nan], None), ([0.0, -0.0], None),
+    ([np.inf, np.inf], None), ([1, 2, 3], None), ([7, 7], "uint8"), ([1, 2, None], "Int64"),
+    (["a", "a"], None), (["x", None], None), ([True, True], None), ([True, False], None),
+    ([], "float64")])
+def test_constant_check_agrees_with_nunique(values, dtype):
+    """drop_uninformative's constant test reads min and max of numeric columns (no hash of a
+    million floats); it must agree with nunique(dropna=False) <= 1 on every kind of column."""
+    from dgc_cli.tabular import _is_constant
+
+    s = pd.Series(values, dtype=dtype)
+    assert _is_constant(s) == (s.nunique(dropna=False) <= 1)
