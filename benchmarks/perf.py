@@ -286,25 +286,32 @@ def fitted_model(params: dict, x, y, device="cpu"):
     return est.model_
 
 
+def step_against_peak(model, x, y, batch: int, precision: str):
+    """Step seconds of dgc's loop at ``precision`` (best and median of 24 steps) and the
+    matmul peak of the same dtype: the best of two 5-repeat runs, before and after the steps.
+    Returns (peak before, best step, median step, best peak in GFLOP/s)."""
+    dtype = torch.float32 if precision == "32" else torch.bfloat16
+    before = matmul_peak(dtype=dtype)
+    per_step = step_times(model, x, y, batch, steps=8, epochs=4, precision=precision)
+    after = matmul_peak(dtype=dtype)
+    return (before, min(per_step), statistics.median(per_step),
+            max(before["best_gflops"], after["best_gflops"]))
+
+
 def section_flops(rec: Recorder, batch: int = 1024) -> dict:
     rng = np.random.default_rng(0)
-    load = load_average()
-    peak = matmul_peak()
-    rec.add("flops", "float32 matmul peak (torch.mm 4096 x 4096)", peak["best_gflops"], "GFLOP/s",
-            None, load, median_gflops=round(peak["median_gflops"], 1), seconds=peak["seconds"],
-            note="best of 5; the reference for the fractions below")
-
     x = (rng.random((batch * 8, 784)) < 0.2).astype(np.float32)
     y = rng.integers(0, 2, len(x))
     model = fitted_model(MNIST_MLP, x[:256], y[:256])
     weights = linear_weight_count(model)
     flop_step = 6 * weights * batch
     xt, yt = torch.as_tensor(x), model.head.encode(y)
+
     load = load_average()
-    per_step = step_times(model, xt, yt, batch, steps=8, epochs=4)
-    best, median = min(per_step), statistics.median(per_step)
-    peak_after = matmul_peak()
-    peak_best = max(peak["best_gflops"], peak_after["best_gflops"])
+    peak, best, median, peak_best = step_against_peak(model, xt, yt, batch, "32")
+    rec.add("flops", "float32 matmul peak (torch.mm 4096 x 4096)", peak["best_gflops"], "GFLOP/s",
+            None, load, median_gflops=round(peak["median_gflops"], 1), seconds=peak["seconds"],
+            note="best of 5; the reference for the fractions below")
     achieved = flop_step / best / 1e9
     rec.add("flops", "noisy-MNIST MLP training step, batch 1024: fraction of the matmul peak",
             100 * achieved / peak_best, "%", ">= 50 % of the measured float32 matmul peak", load,
@@ -321,18 +328,13 @@ def section_flops(rec: Recorder, batch: int = 1024) -> dict:
 
     # --precision bf16: the same step with bf16 matmuls (autocast), against the bf16 peak
     load = load_average()
-    peak16 = matmul_peak(dtype=torch.bfloat16)
-    per_step16 = step_times(model, xt, yt, batch, steps=8, epochs=4, precision="bf16")
-    peak16_after = matmul_peak(dtype=torch.bfloat16)
-    peak16_best = max(peak16["best_gflops"], peak16_after["best_gflops"])
-    best16 = min(per_step16)
+    _, best16, median16, peak16_best = step_against_peak(model, xt, yt, batch, "bf16")
     achieved16 = flop_step / best16 / 1e9
     rec.add("flops", "noisy-MNIST MLP training step, batch 1024, --precision bf16: fraction of "
             "the bf16 matmul peak", 100 * achieved16 / peak16_best, "%",
             ">= 50 % of the measured matmul peak (here of bf16's)", load,
             achieved_gflops=round(achieved16, 1), matmul_peak_gflops=round(peak16_best, 1),
-            ms_per_step_best=round(1000 * best16, 2),
-            ms_per_step_median=round(1000 * statistics.median(per_step16), 2),
+            ms_per_step_best=round(1000 * best16, 2), ms_per_step_median=round(1000 * median16, 2),
             speedup_over_float32_step=round(best / best16, 2), flop_per_step=flop_step,
             counting="as the float32 figure; bf16 autocast on the CPU (AMX or AVX512-BF16 "
                      "where the CPU has them), z and the mixture math in float32")

@@ -13,6 +13,8 @@ from dgc_cli.bench.mnist import run_mnist
 from dgc_cli.bench.pacman import run_pacman
 from dgc_cli.bench.survival import run_survival
 from dgc_cli.bench.svhn import run_svhn
+from dgc_cli.pipeline import check_precision
+from dgc_cli.tabular import InputError
 
 # =========================================================================== commands
 
@@ -48,9 +50,10 @@ def cpu_threads(threads: int | None):
 def _run(function, threads: int | None = None, **kwargs) -> dict:
     """Call a bench; user mistakes (missing files, bad options) become one line and exit 1."""
     log = Log()
-    if kwargs.get("precision") not in ("32", "bf16"):
-        raise typer.BadParameter(f"unknown precision '{kwargs.get('precision')}'; use 32 or bf16",
-                                 param_hint="'--precision'")
+    try:
+        check_precision(kwargs["precision"])  # the same check and message as dgc fit's
+    except InputError as err:
+        raise typer.BadParameter(str(err), param_hint="'--precision'") from None
     try:
         with cpu_threads(threads):
             return function(log=log, **kwargs)
