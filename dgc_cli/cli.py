@@ -79,18 +79,21 @@ class RichUI:
         columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                    MofNCompleteColumn(), TextColumn("{task.fields[loss]}"), TimeElapsedColumn())
         with Progress(*columns, console=self.console) as progress:
-            bars: dict[str, int] = {}
+            bars: dict[tuple[str, int], int] = {}
 
             def callback(event: dict) -> None:
                 stage, epoch, total = event["stage"], event["epoch"], event["epochs"]
-                if stage not in bars or epoch == 1:
+                key = (stage, event.get("run", 0))  # runs may train side by side (n_jobs)
+                if key not in bars or epoch == 1:
                     name = _STAGES.get(stage, stage)
                     if event.get("init"):
                         name += f" ({event['init']})"
-                    bars[stage] = progress.add_task(f"{label} {name}", total=total, loss="")
+                    if key[1]:
+                        name += f", run {key[1] + 1}"
+                    bars[key] = progress.add_task(f"{label} {name}", total=total, loss="")
                 loss = event.get("loss")
                 text = f"loss {loss:.3f}" if loss is not None and math.isfinite(loss) else ""
-                progress.update(bars[stage], completed=epoch, loss=text)
+                progress.update(bars[key], completed=epoch, loss=text)
 
             yield callback
 
@@ -228,6 +231,14 @@ def fit(
     init: Annotated[str | None, typer.Option(
         help="Mixture initialisation: auto, gmm, flat or ygmm.",
         show_default="auto")] = None,
+    restarts: Annotated[int | None, typer.Option(
+        help="Training runs per initialisation, from seeds SEED, SEED+1, ...; the run whose "
+             "clusters best explain the response is kept (see docs/method.md).",
+        show_default="1")] = None,
+    jobs: Annotated[int | None, typer.Option(
+        "--jobs", "-j",
+        help="Runs trained at once on the CPU, in threads that share the cores; -1: one per "
+             "core. The result is the same for any value.", show_default="1")] = None,
     device: Annotated[str | None, typer.Option(
         help="auto, cpu, cuda or mps.", show_default="auto")] = None,
     precision: Annotated[str | None, typer.Option(
@@ -269,7 +280,8 @@ def fit(
             task=task, clusters=clusters, features=features, exclude=exclude, id=id,
             val_fraction=val_fraction, epochs=epochs, pretrain_epochs=pretrain_epochs, lr=lr,
             batch_size=batch_size, latent_dim=latent_dim, encoder=encoder, init=init,
-            device=device, precision=precision, compile=compile, seed=seed, csv=csv)
+            restarts=restarts, jobs=jobs, device=device, precision=precision, compile=compile,
+            seed=seed, csv=csv)
         result = fit_table(data, settings, out or Path("dgc-out") / _stem(data),
                            ui=RichUI(quiet))
     _print_summary(result, quiet)

@@ -198,8 +198,9 @@ class DGCModel(nn.Module):
         return log_p_c_z, params, entropy_max(self.head.entropy(params))
 
     def terms(self, x, y=None, mc_samples=1, entropy_reg=True, y_weight=1.0,
-              use_decoder=True, log_p_g_given_c=None) -> Terms:
-        """Every term of minus the regularised ELBO, per row, with M samples of z ~ q(z|x).
+              use_decoder=True, log_p_g_given_c=None, generator=None) -> Terms:
+        """Every term of minus the regularised ELBO, per row, with M samples of z ~ q(z|x)
+        (drawn from ``generator``, on x's device, or torch's global one).
 
         With ``y`` the posterior is Eq. 8 (labelled); without it, the model is VaDE
         (q(c|x) = p(c|z)) and the task-head terms are zero.
@@ -208,7 +209,7 @@ class DGCModel(nn.Module):
         log_pi = self.log_pi
         recon, log_q_samples, log_p_y, h_max = 0.0, [], [], []
         for _ in range(mc_samples):
-            eps = torch.randn_like(mu_q)
+            eps = torch.randn(mu_q.shape, generator=generator, device=mu_q.device)
             z = mu_q + torch.exp(0.5 * log_sigma2_q) * eps  # reparameterisation
             if use_decoder:
                 recon = recon + self.reconstruction(x, z) / mc_samples
@@ -236,12 +237,13 @@ class DGCModel(nn.Module):
         return Terms(recon, ensemble, kl_c, kl_z, entropy, log_q_c)
 
     def forward(self, x, y=None, mc_samples=1, entropy_reg=True, y_weight=1.0,
-                use_decoder=True, pretrain=False, log_p_g_given_c=None):
+                use_decoder=True, pretrain=False, log_p_g_given_c=None, generator=None):
         """Per-row terms of the loss (so that DistributedDataParallel can wrap the model);
         with ``pretrain`` the autoencoder's log p(x | z = mu~(x)) alone."""
         if pretrain:
             return self.pretrain_objective(x, y, y_weight, log_p_g_given_c)
-        return self.terms(x, y, mc_samples, entropy_reg, y_weight, use_decoder, log_p_g_given_c)
+        return self.terms(x, y, mc_samples, entropy_reg, y_weight, use_decoder, log_p_g_given_c,
+                          generator)
 
     def pretrain_objective(self, x, y=None, y_weight=1.0, log_p_g_given_c=None) -> torch.Tensor:
         """Pre-training: the autoencoder's log p(x | z = mu~(x)); with y and the rows' response

@@ -75,7 +75,7 @@ class SilentUI:
 
 
 _NUMBERS = {"val_fraction": float, "lr": float, "epochs": int, "pretrain_epochs": int,
-            "batch_size": int, "latent_dim": int, "seed": int}
+            "batch_size": int, "latent_dim": int, "seed": int, "restarts": int, "jobs": int}
 
 
 @dataclass
@@ -98,6 +98,8 @@ class FitSettings:
     latent_dim: int = 10
     encoder: list[int] = field(default_factory=lambda: [128, 64])
     init: str = "auto"
+    restarts: int = 1
+    jobs: int = 1
     device: str = "auto"
     precision: str = "32"
     compile: bool = False
@@ -149,7 +151,7 @@ class FitSettings:
         check_precision(self.precision)
         if not 0 <= self.val_fraction < 1:
             raise InputError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
-        for name in ("epochs", "pretrain_epochs", "batch_size", "latent_dim"):
+        for name in ("epochs", "pretrain_epochs", "batch_size", "latent_dim", "restarts"):
             value = getattr(self, name)
             least = 0 if name == "pretrain_epochs" else 1
             if value is not None and value < least:
@@ -157,6 +159,8 @@ class FitSettings:
                                  f"got {value}")
         if not self.lr > 0:
             raise InputError(f"--lr must be positive, got {self.lr}")
+        if self.jobs < 1 and self.jobs != -1:
+            raise InputError(f"--jobs must be at least 1, or -1 for one per core, got {self.jobs}")
         return self
 
 
@@ -273,8 +277,9 @@ def _estimator(settings: FitSettings, k: int, task: str, blocks, seed: int):
     return DGC(n_clusters=k, task=task, latent_dim=settings.latent_dim,
                encoder=tuple(settings.encoder), epochs=settings.epochs,
                pretrain_epochs=settings.pretrain_epochs, batch_size=settings.batch_size,
-               lr=settings.lr, init=settings.init, x_likelihood=blocks, device=settings.device,
-               precision=settings.precision, compile=settings.compile, random_state=seed)
+               lr=settings.lr, init=settings.init, n_init=settings.restarts, n_jobs=settings.jobs,
+               x_likelihood=blocks, device=settings.device, precision=settings.precision,
+               compile=settings.compile, random_state=seed)
 
 
 def check_precision(precision) -> str:
@@ -623,6 +628,7 @@ def fit_table(data: str | os.PathLike | None, settings: FitSettings, out: str | 
         metrics = {
             "dgc_version": __version__, "data": source, "task": task, "task_reason": reason,
             "response": response, "n_clusters": k, "init": getattr(model, "init_", None),
+            "runs": getattr(model, "init_report_", None),  # every run, its seed and criteria
             "rows": {"total": len(df), "with_response": len(labelled),
                      "dropped_missing_response": n_dropped, "train": len(train),
                      "validation": len(val)},

@@ -115,3 +115,27 @@ def test_bf16_fit_warns_when_the_cpu_would_emulate_it(table, tmp_path, monkeypat
     assert result.exit_code == 0, result.output
     assert ("emulated (no AMX or AVX512-BF16)" in result.output) == warned
 
+
+
+def test_restarts_train_side_by_side_and_every_run_is_recorded(table, tmp_path):
+    out = tmp_path / "out"
+    result = tiny_fit(table, out, "--restarts", 3, "--jobs", 2, "--seed", 5)
+    assert result.exit_code == 0, result.output
+    runs = json.loads((out / "metrics.json").read_text())["runs"]
+    assert [r["seed"] for r in runs] == [5, 6, 7] and {r["init"] for r in runs} == {"flat"}
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["params"]["n_init"] == 3 and config["params"]["n_jobs"] == 2
+    assert config["init_report"] == runs
+    assert all(np.isfinite(r["criterion"]) for r in runs)
+    assert len({r["elbo"] for r in runs}) == 3  # three seeds, three different runs
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--jobs", 0, "--jobs must be at least 1, or -1 for one per core, got 0"),
+    ("--restarts", 0, "--restarts must be at least 1, got 0")])
+def test_bad_restarts_or_jobs_is_one_line(table, tmp_path, option, value, message):
+    result = tiny_fit(table, tmp_path / "out", option, value)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not (tmp_path / "out").exists()
