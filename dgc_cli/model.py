@@ -209,7 +209,8 @@ class DGCModel(nn.Module):
         log_pi = self.log_pi
         recon, log_q_samples, log_p_y, h_max = 0.0, [], [], []
         for _ in range(mc_samples):
-            eps = torch.randn(mu_q.shape, generator=generator, device=mu_q.device)
+            eps = (torch.randn_like(mu_q) if generator is None else  # (compiles, shapes symbolic)
+                   torch.randn(mu_q.shape, generator=generator, device=mu_q.device))
             z = mu_q + torch.exp(0.5 * log_sigma2_q) * eps  # reparameterisation
             if use_decoder:
                 recon = recon + self.reconstruction(x, z) / mc_samples

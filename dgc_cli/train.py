@@ -247,6 +247,10 @@ def train(model: DGCModel, x: torch.Tensor, y, sched: Schedule, generator, callb
     noise = noise_generator(generator, x.device)
     if sched.compile:
         net = torch.compile(net, dynamic=True)
+        # a Generator argument breaks the compiled graph in two (Pacman, batch 128: 1.30 ->
+        # 2.02 s per epoch); compiled runs train one at a time, so torch's global RNG,
+        # seeded with the run's weights, serves
+        noise = None
     for epoch in range(sched.epochs):
         model.train()
         sums = torch.zeros(5, device=x.device)  # the five terms, summed over the epoch's rows
