@@ -25,6 +25,9 @@ Device = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
 Precision = Annotated[str, typer.Option(
     metavar="32|bf16", help="bf16: the networks under bf16 autocast (CUDA, or a CPU with AMX), "
     "the mixture math in float32.")]
+Jobs = Annotated[int, typer.Option(
+    "--jobs", "-j", help="DGC's restarts (or init strategies) trained at once in threads on the "
+    "CPU; -1: one per core. Same result for any value, with one intra-op thread each.")]
 Threads = Annotated[int | None, typer.Option(
     min=1, help="CPU threads for torch and scikit-learn; 1 is fastest on a busy shared machine.")]
 
@@ -54,6 +57,10 @@ def _run(function, threads: int | None = None, **kwargs) -> dict:
         check_precision(kwargs["precision"])  # the same check and message as dgc fit's
     except InputError as err:
         raise typer.BadParameter(str(err), param_hint="'--precision'") from None
+    jobs = kwargs.get("jobs", 1)
+    if jobs < 1 and jobs != -1:
+        raise typer.BadParameter(f"must be at least 1, or -1 for one per core, got {jobs}",
+                                 param_hint="'--jobs'")
     try:
         with cpu_threads(threads):
             return function(log=log, **kwargs)
@@ -78,13 +85,13 @@ def pacman_command(
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs (paper: 80).")] = 80,
     n_per_annulus: Annotated[int, typer.Option(min=4, help="Points per annulus (paper: 10,000).")] = 10_000,
     n_train_per_annulus: Annotated[int, typer.Option(min=2, help="Training points per annulus (paper: 7,500).")] = 7_500,
-    init: Init = None, precision: Precision = "32", device: Device = "auto",
+    init: Init = None, precision: Precision = "32", device: Device = "auto", jobs: Jobs = 1,
     threads: Threads = None, out: Out = DEFAULT_OUT,
 ):
     """Pacman (Sec. 5.2, B.2): two close annuli told apart by their responses' trends."""
     _run(run_pacman, seeds=seeds, epochs=epochs, n_per_annulus=n_per_annulus,
          n_train_per_annulus=min(n_train_per_annulus, n_per_annulus - 1), init=init,
-         precision=precision, device=device, threads=threads, out=out)
+         precision=precision, device=device, jobs=jobs, threads=threads, out=out)
 
 
 @bench_app.command("mnist")
@@ -130,10 +137,10 @@ def survival_command(
     gbsg2_clusters: Annotated[int, typer.Option(min=1, help="Fitted clusters on GBSG2.")] = 2,
     epochs: Annotated[int | None, typer.Option(min=1, help="Override the default schedule.")] = None,
     gbsg2: Annotated[bool, typer.Option(help="Also run GBSG2 (lifelines' bundled copy).")] = True,
-    init: Init = None, precision: Precision = "32", device: Device = "auto",
+    init: Init = None, precision: Precision = "32", device: Device = "auto", jobs: Jobs = 1,
     threads: Threads = None, out: Out = DEFAULT_OUT,
 ):
     """Survival: synthetic Weibull clusters (VaDeSC-style) and GBSG2 against Cox PH, clustering + Cox."""
     _run(run_survival, seeds=seeds, n=n, clusters=clusters, gbsg2_clusters=gbsg2_clusters,
-         epochs=epochs, gbsg2=gbsg2, init=init, precision=precision, device=device,
+         epochs=epochs, gbsg2=gbsg2, init=init, precision=precision, device=device, jobs=jobs,
          threads=threads, out=out)

@@ -233,16 +233,18 @@ def epochs_run(est) -> int:
     return max(1, (sched.epochs + pre) * max(1, len(getattr(est, "init_report_", [])) or 1))
 
 
-def with_init(params: dict, init: str | None, precision: str = "32") -> dict:
-    """The bench's settings with the command line's --init and --precision."""
+def with_init(params: dict, init: str | None, precision: str = "32", jobs: int = 1) -> dict:
+    """The bench's settings with the command line's --init, --precision and --jobs."""
     params = params if init is None else {**params, "init": init}
+    params = params if jobs == 1 else {**params, "n_jobs": jobs}
     return params if precision == "32" else {**params, "precision": precision}
 
 
-def option_flags(init: str | None, precision: str = "32") -> str:
-    """--init and --precision as they were given, for the recorded command."""
+def option_flags(init: str | None, precision: str = "32", jobs: int = 1) -> str:
+    """--init, --precision and --jobs as they were given, for the recorded command."""
     return (f" --init {init}" if init else "") + \
-        (f" --precision {precision}" if precision != "32" else "")
+        (f" --precision {precision}" if precision != "32" else "") + \
+        (f" --jobs {jobs}" if jobs != 1 else "")
 
 
 def override_note(overrides: dict | None) -> list:

@@ -28,7 +28,7 @@ from dgc_cli.bench.configs import pacman_params
 
 def run_pacman(seeds: int = 10, epochs: int = 80, n_per_annulus: int = 10_000,
                n_train_per_annulus: int = 7_500, init: str | None = None,
-               precision: str = "32", device: str = "auto",
+               precision: str = "32", device: str = "auto", jobs: int = 1,
                out: Path = DEFAULT_OUT, log: Log | None = None, overrides: dict | None = None) -> dict:
     """Pacman over ``seeds`` seeds: DGC (Eq. 8 and Eq. 9 accuracies), VaDE and the four
     unsupervised baselines on the same points; figures as the paper's Fig. 3 and Fig. 4."""
@@ -39,10 +39,10 @@ def run_pacman(seeds: int = 10, epochs: int = 80, n_per_annulus: int = 10_000,
     reduced = seeds < 10 or epochs < 80 or n_per_annulus < 10_000 or bool(overrides)
     command = (f"dgc bench pacman --seeds {seeds} --epochs {epochs} --n-per-annulus {n_per_annulus}"
                f" --n-train-per-annulus {n_train_per_annulus}"
-               + option_flags(init, precision) + f" --out {out}")
+               + option_flags(init, precision, jobs) + f" --out {out}")
     if reduced:
         log(f"REDUCED run (paper: 10 seeds, 80 epochs, 10,000 points per annulus): {command}")
-    params = with_init(pacman_params(epochs), init, precision) | (overrides or {})
+    params = with_init(pacman_params(epochs), init, precision, jobs) | (overrides or {})
     res, ds, figures, fitted_inits, effective = Results(), "pacman", {}, [], None
     for seed in range(seeds):
         data = make_pacman(n_per_annulus, n_train_per_annulus, random_state=seed)

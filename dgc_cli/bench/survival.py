@@ -70,7 +70,7 @@ def survival_case(res: Results, ds: str, x, x_cox, time_, event, truth, k: int, 
 
 def run_survival(seeds: int = 5, n: int = 3000, clusters: int = 3, gbsg2_clusters: int = 2,
                  epochs: int | None = None, gbsg2: bool = True, init: str | None = None,
-                 precision: str = "32",
+                 precision: str = "32", jobs: int = 1,
                  device: str = "auto", out: Path = DEFAULT_OUT, log: Log | None = None,
                  overrides: dict | None = None) -> dict:
     """Goal-oriented clustering with a censored response: (a) make_survival (known clusters),
@@ -82,12 +82,12 @@ def run_survival(seeds: int = 5, n: int = 3000, clusters: int = 3, gbsg2_cluster
     reduced = seeds < 5 or n < 3000 or epochs is not None or not gbsg2 or bool(overrides)
     command = (f"dgc bench survival --seeds {seeds} --n {n} --clusters {clusters}"
                f" --gbsg2-clusters {gbsg2_clusters}" + (f" --epochs {epochs}" if epochs else "")
-               + ("" if gbsg2 else " --no-gbsg2") + option_flags(init, precision)
+               + ("" if gbsg2 else " --no-gbsg2") + option_flags(init, precision, jobs)
                + f" --out {out}")
     if reduced:
         log(f"REDUCED run (full: 5 seeds, n = 3,000, default schedule, GBSG2 included): {command}")
     res, figures, effective = Results(), {}, {}
-    synth_params = (with_init(survival_params(clusters, "gaussian", epochs), init, precision)
+    synth_params = (with_init(survival_params(clusters, "gaussian", epochs), init, precision, jobs)
                     | (overrides or {}))
     for seed in range(seeds):
         d = make_survival(n=n, n_clusters=clusters, random_state=seed)
@@ -106,7 +106,8 @@ def run_survival(seeds: int = 5, n: int = 3000, clusters: int = 3, gbsg2_cluster
         for seed in range(seeds):
             tr, _ = _split_rows(686, seed)
             table = baselines.gbsg2_table(tr)
-            gb_params = (with_init(survival_params(gbsg2_clusters, table.blocks, epochs), init, precision)
+            gb_params = (with_init(survival_params(gbsg2_clusters, table.blocks, epochs), init, precision,
+                                   jobs)
                          | (overrides or {}))
             dgc, te = survival_case(res, "gbsg2", table.x, baselines.drop_reference(table),
                                     table.time, table.event, None, gbsg2_clusters, gb_params,
