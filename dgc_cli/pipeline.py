@@ -490,6 +490,10 @@ def _split(n: int, task: str, y: np.ndarray, fraction: float, seed: int):
         if counts.min() < 2 or n_val < len(counts):
             strata = None
     train, val = train_test_split(idx, test_size=n_val, random_state=seed, stratify=strata)
+    if task == "categorical":  # every class trains: a class seen only in validation has no head
+        missing = np.setdiff1d(y[val], y[train])
+        move = np.array([val[np.flatnonzero(y[val] == c)[0]] for c in missing], dtype=int)
+        train, val = np.concatenate([train, move]), np.setdiff1d(val, move)
     return np.sort(train), np.sort(val)
 
 

@@ -433,3 +433,23 @@ def test_bad_config_file(tmp_path, text, message):
                     "--out", tmp_path / "out")
     assert result.exit_code == 2 and not (tmp_path / "out").exists()
     assert re.search(message, result.stderr), result.stderr
+
+
+def test_a_class_with_one_row_trains_and_the_fit_succeeds(tmp_path):
+    """Stratification needs two rows per class, so a one-row class could land in validation
+    only, where no head knows it: every class keeps a training row."""
+    from dgc_cli.pipeline import _split
+
+    y = np.array(["a"] * 30 + ["b"] * 30 + ["c", "d", "d"])
+    for seed in range(20):
+        train, val = _split(len(y), "categorical", y, 0.2, seed)
+        assert set(y[val]) <= set(y[train]) and len(np.intersect1d(train, val)) == 0
+        assert len(train) + len(val) == len(y) and len(val) >= 11
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"u": rng.normal(size=len(y)), "v": rng.normal(size=len(y)), "y": y})
+    df.to_csv(tmp_path / "rare.csv", index=False)
+    result = invoke("fit", tmp_path / "rare.csv", "--target", "y", "-k", 2, "--epochs", 2,
+                    "--out", tmp_path / "out", "--quiet")
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "out" / "metrics.json").read_text())["rows"]
+    assert rows["train"] + rows["validation"] == len(y)
