@@ -94,7 +94,8 @@ class DGC:
         Restarts per initialisation strategy (seeds random_state, +1, ...); the kept run is the
         one ``selection`` prefers.
     selection : {"auto", "goal", "predictive", "agreement", "elbo"}
-        How restarts are compared on the training rows: mean log p(y|x) under Eq. 9
+        How restarts are compared, on the rows of ``fit``'s ``selection_data`` (held out)
+        or else on the training rows: mean log p(y|x) under Eq. 9
         (predictive), the mutual information in nats between the Eq. 8 and Eq. 9 cluster labels
         (agreement: the clusters y defines can be found again from x alone), their sum (goal,
         the auto choice with a response), or the ELBO (auto without a response).
@@ -246,12 +247,25 @@ class DGC:
                         cfg.get("x_log_variance", 0.0))
 
     # --- fitting ----------------------------------------------------------------------------
-    def fit(self, X, y, callback=None) -> DGC:
-        """Fit on rows X with response y; ``callback(event)`` receives progress dicts."""
+    def fit(self, X, y, callback=None, selection_data=None) -> DGC:
+        """Fit on rows X with response y; ``callback(event)`` receives progress dicts.
+
+        ``selection_data`` = (X_held_out, y_held_out): rows on which the runs (restarts and
+        init strategies) are compared, so that the kept run is the one that explains y best
+        on rows it was not trained on. Without it (or with no rows), the training rows.
+        """
         X = self._x_array(X)
         y = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
         if len(y) != len(X):
             raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
+        X_sel, y_sel = X, y
+        if selection_data is not None and len(selection_data[0]):
+            X_sel = self._x_array(selection_data[0])
+            y_sel = np.asarray(selection_data[1].to_numpy() if hasattr(selection_data[1], "to_numpy")
+                               else selection_data[1])
+            if X_sel.shape[1:] != X.shape[1:] or len(y_sel) != len(X_sel):
+                raise ValueError(f"selection_data has shapes {X_sel.shape} and {y_sel.shape}; "
+                                 f"X has rows of shape {X.shape[1:]}, one response per row")
         if self.n_clusters < 1 or self.n_clusters > len(X):
             raise ValueError(f"n_clusters={self.n_clusters} must be between 1 and the number of rows ({len(X)})")
         self.task_ = infer_task(y) if self.task == "auto" else self.task
@@ -269,6 +283,7 @@ class DGC:
         sched = self._schedule(len(X), X.ndim == 4)
         self.schedule_ = sched
         xt = torch.as_tensor(X, device=self.device_)
+        selection_rows = (xt if X_sel is X else torch.as_tensor(X_sel, device=self.device_), y_sel)
         strategies = self._init_candidates() if self.init == "auto" else [self.init]
         self.init_report_ = []
         best = None
@@ -276,7 +291,7 @@ class DGC:
             raise ValueError(f"unknown selection {self.selection!r}; use auto, goal, "
                              "predictive, agreement or elbo")
         runs = [(strategy, seed + i) for strategy in strategies for i in range(max(1, self.n_init))]
-        for model, history, report in self._runs(runs, xt, y, sched, callback):
+        for model, history, report in self._runs(runs, xt, y, sched, callback, selection_rows):
             self.init_report_.append(report)
             if best is None or report["criterion"] > best[2]["criterion"]:
                 best = (model, history, report)
@@ -318,7 +333,7 @@ class DGC:
             return 1
         return max(1, min(int(jobs), n_runs))
 
-    def _runs(self, runs, xt, y, sched, callback):
+    def _runs(self, runs, xt, y, sched, callback, selection_rows):
         """Train and score every (strategy, seed) run; yields (model, history, report) in run order.
 
         With ``n_jobs`` > 1 the runs train side by side in threads, each with an equal share of
@@ -341,7 +356,8 @@ class DGC:
                         callback({**event, "run": index})
             history = self._fit_once(model, strategy, xt, y, sched, run_seed, events)
             report = {"init": strategy, "seed": run_seed,
-                      **self._selection_scores(model, xt, y, run_seed)}
+                      "selection_rows": "held out" if selection_rows[0] is not xt else "training",
+                      **self._selection_scores(model, *selection_rows, run_seed)}
             return model, history, report
 
         lock = threading.Lock()

@@ -521,10 +521,11 @@ def _select_k(settings, ks, task, blocks, data, ui):
     table, best = [], None
     for k in ks:
         with ui.training(f"K={k}") as callback:
-            model = _estimator(settings, k, task, blocks, settings.seed).fit(x_tr, y_tr, callback)
+            model = _estimator(settings, k, task, blocks, settings.seed).fit(
+                x_tr, y_tr, callback, selection_data=(x_va, y_va))
         with ui.training(f"K={k} (second seed, stability)") as callback:
-            twin = _estimator(settings, k, task, blocks, settings.seed + 1).fit(x_tr, y_tr,
-                                                                              callback)
+            twin = _estimator(settings, k, task, blocks, settings.seed + 1).fit(
+                x_tr, y_tr, callback, selection_data=(x_va, y_va))
         row = {"k": k, "log_predictive_y": model.log_predictive_y(x_va, y_va),
                "elbo": model.score(x_va, y_va),
                "stability_ari": metrics.ari(model.predict(x_va), twin.predict(x_va))}
@@ -606,7 +607,9 @@ def fit_table(data: str | os.PathLike | None, settings: FitSettings, out: str | 
         model, k_table, k_reason = _select_k(s, ks, task, blocks, (x_tr, y_tr, x_va, y_va), ui)
     else:
         with ui.training(f"K={ks[0]}") as callback:
-            model = _estimator(s, ks[0], task, blocks, s.seed).fit(x_tr, y_tr, callback)
+            # restarts and init strategies are compared on the validation rows
+            model = _estimator(s, ks[0], task, blocks, s.seed).fit(
+                x_tr, y_tr, callback, selection_data=(x_va, y_va))
         k_table, k_reason = None, None
     k = model.n_clusters
     elbo_terms = {"train": model.elbo_terms(x_tr, y_tr),

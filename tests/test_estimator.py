@@ -167,6 +167,27 @@ def test_runs_side_by_side_give_the_runs_in_turn(one_torch_thread):
     assert torch.get_num_threads() == 1  # the intra-op threads given back
 
 
+def test_runs_are_compared_on_the_held_out_rows_when_given():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 4)).astype(np.float32)
+    x[:150] += 3
+    y = np.r_[np.zeros(150), np.ones(150)].astype(int)
+    held = np.sort(rng.permutation(300)[:100])
+    train = np.setdiff1d(np.arange(300), held)
+    params = dict(n_clusters=2, epochs=5, pretrain_epochs=2, init="flat", n_init=3,
+                  device="cpu", random_state=0)
+    for model, (xs, ys), rows in (
+            (DGC(**params).fit(x[train], y[train], selection_data=(x[held], y[held])),
+             (x[held], y[held]), "held out"),
+            (DGC(**params).fit(x[train], y[train]), (x[train], y[train]), "training")):
+        assert {r["selection_rows"] for r in model.init_report_} == {rows}
+        kept = max(model.init_report_, key=lambda r: r["criterion"])
+        # the kept run's score is the fitted model's log p(y|x) on those rows
+        assert kept["log_predictive_y"] == pytest.approx(model.log_predictive_y(xs, ys), abs=1e-5)
+    with pytest.raises(ValueError, match="selection_data has shapes"):
+        DGC(**params).fit(x[train], y[train], selection_data=(x[held, :3], y[held]))
+
+
 def test_bad_n_jobs_is_a_clear_error():
     with pytest.raises(ValueError, match="n_jobs=0"):
         tiny_fit(0, n_init=2, n_jobs=0)

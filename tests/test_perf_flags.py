@@ -123,6 +123,7 @@ def test_restarts_train_side_by_side_and_every_run_is_recorded(table, tmp_path):
     assert result.exit_code == 0, result.output
     runs = json.loads((out / "metrics.json").read_text())["runs"]
     assert [r["seed"] for r in runs] == [5, 6, 7] and {r["init"] for r in runs} == {"flat"}
+    assert {r["selection_rows"] for r in runs} == {"held out"}  # the validation rows
     config = json.loads((out / "model" / "config.json").read_text())
     assert config["params"]["n_init"] == 3 and config["params"]["n_jobs"] == 2
     assert config["init_report"] == runs
