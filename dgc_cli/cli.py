@@ -238,7 +238,9 @@ def fit(
     jobs: Annotated[int | None, typer.Option(
         "--jobs", "-j",
         help="Runs trained at once on the CPU, in threads that share the cores; -1: one per "
-             "core. The result is the same for any value.", show_default="1")] = None,
+             "core. Each run draws its own random numbers, so the runs are the same for any "
+             "value, up to float rounding where a run's intra-op thread count changes.",
+        show_default="1")] = None,
     device: Annotated[str | None, typer.Option(
         help="auto, cpu, cuda or mps.", show_default="auto")] = None,
     precision: Annotated[str | None, typer.Option(

@@ -24,6 +24,7 @@ from dgc_cli.heads import HEADS, make_head
 from dgc_cli.mixreg import fit_response_groups
 from dgc_cli.model import DGCModel, log_p_y_given_x
 from dgc_cli.nets import as_spec
+from dgc_cli.rows import Rows, fits_on_device
 from dgc_cli.train import Schedule, group_clusters, init_prior, noise_generator, pretrain, train
 
 FORMAT_VERSION = 1
@@ -121,8 +122,16 @@ class DGC:
         ``torch.compile`` the training step's loss (pays a compile time once).
     n_jobs : int or None
         Runs (``n_init`` restarts, init strategies) trained at once in threads on the CPU,
-        sharing torch's intra-op threads; -1 is one per core, None is 1. The result is the
-        same for any value. One at a time on an accelerator, across ranks and with compile.
+        sharing torch's intra-op threads; -1 is one per core, None is 1. Each run owns its
+        random streams, so the runs are the same for any value up to the float rounding of
+        their intra-op thread count (bit for bit at one thread). One at a time on an
+        accelerator, across ranks and with compile.
+    rows_on_device : "auto", True or False
+        Where the training rows live on a GPU: moved there once (True), or kept in host
+        memory and sent batch by batch through pinned buffers without blocking (False).
+        auto: on the GPU when they take at most half its free memory. On the CPU, True and
+        auto train on the given array itself; False runs the host path there too (gathered
+        batches, no pinning), which only tests use.
     random_state : int or None
     """
 
@@ -132,7 +141,7 @@ class DGC:
                  init="auto", n_init=1, selection="auto", y_weight=2.0, x_likelihood="auto",
                  learn_x_variance=False, x_log_variance=-1.0, init_var_spread=0.0,
                  use_decoder=True, use_y=True, device="auto", precision="32", compile=False,
-                 n_jobs=None, random_state=None):
+                 n_jobs=None, rows_on_device="auto", random_state=None):
         self.n_clusters = n_clusters
         self.task = task
         self.latent_dim = latent_dim
@@ -162,6 +171,7 @@ class DGC:
         self.precision = precision
         self.compile = compile
         self.n_jobs = n_jobs
+        self.rows_on_device = rows_on_device
         self.random_state = random_state
 
     # --- scikit-learn plumbing --------------------------------------------------------------
@@ -169,7 +179,7 @@ class DGC:
                "epochs", "pretrain_epochs", "batch_size", "lr", "lr_decay", "lr_decay_every",
                "entropy_reg", "mc_samples", "init", "n_init", "selection", "y_weight",
                "x_likelihood", "learn_x_variance", "x_log_variance", "init_var_spread", "use_decoder", "use_y", "device", "precision", "compile", "n_jobs",
-               "random_state")
+               "rows_on_device", "random_state")
 
     def get_params(self, deep=True) -> dict:
         return {name: getattr(self, name) for name in self._PARAMS}
@@ -282,8 +292,10 @@ class DGC:
             self.classes_ = np.asarray(self.head_meta_["classes"])
         sched = self._schedule(len(X), X.ndim == 4)
         self.schedule_ = sched
-        xt = torch.as_tensor(X, device=self.device_)
-        selection_rows = (xt if X_sel is X else torch.as_tensor(X_sel, device=self.device_), y_sel)
+        resident = self._resident(X.nbytes + (X_sel.nbytes if X_sel is not X else 0))
+        self.rows_on_device_ = resident
+        xt = Rows(X, self.device_, resident)
+        selection_rows = (xt if X_sel is X else Rows(X_sel, self.device_, resident), y_sel)
         strategies = self._init_candidates() if self.init == "auto" else [self.init]
         self.init_report_ = []
         best = None
@@ -321,6 +333,15 @@ class DGC:
             return ["ygmm"]
         return ["flat", "gmm"]
 
+    def _resident(self, nbytes: int) -> bool:
+        """Whether the rows move to the training device (``rows_on_device``; auto: when they
+        fit, see ``dgc_cli.rows``) or stay in host memory, sent over batch by batch."""
+        if self.rows_on_device == "auto":
+            return fits_on_device(nbytes, self.device_)
+        if not isinstance(self.rows_on_device, bool):
+            raise ValueError(f"rows_on_device={self.rows_on_device!r} must be 'auto', True or False")
+        return self.rows_on_device
+
     def _jobs(self, n_runs: int) -> int:
         """How many runs train at once: ``n_jobs`` (-1: one per CPU core), at most one per run;
         always 1 on an accelerator, across ranks, and with ``compile``."""
@@ -340,7 +361,8 @@ class DGC:
         torch's intra-op threads: a table's networks are too narrow for intra-op threads to keep
         the cores busy (Pacman, docs/performance.md: two runs side by side take 1.24x the time
         of one, against 0.95x for one run on two threads). Each run seeds its own network and
-        owns its generators, so the result does not depend on ``n_jobs``.
+        owns its generators, so the runs do not depend on ``n_jobs`` beyond the float rounding
+        of their share of intra-op threads.
         """
         def build(run_seed):  # torch's global RNG initialises the weights: one run at a time
             torch.manual_seed(run_seed)
@@ -410,7 +432,7 @@ class DGC:
         elif self.task_ != "continuous":
             raise ValueError(f"init='ygmm' needs a categorical, continuous or survival "
                              f"response, not {self.task_}; use flat or gmm")
-        x = xt.reshape(len(xt), -1).cpu().numpy()
+        x = xt.numpy().reshape(len(xt), -1)
         fitted = fit_response_groups(x, y, self.n_clusters, seed) if distributed.is_main() else None
         fitted = distributed.broadcast_object(fitted)
         return fitted.assign(x, y), fitted.mixture.n_components
@@ -424,7 +446,7 @@ class DGC:
         log_pred, elbo = [], []
         counts = torch.zeros(K, K, device=xt.device)  # Eq. 8 label x Eq. 9 label
         for i in range(0, len(xt), 4096):
-            xb, yb = xt[i:i + 4096], yt[i:i + 4096]
+            xb, yb = xt.slice(i, i + 4096), yt[i:i + 4096]
             log_q_test, _, params = model.posterior(xb, None, self.entropy_reg)
             log_p_y = model.head.log_likelihood(params, yb)
             log_pred.append(log_p_y_given_x(log_q_test, log_p_y))

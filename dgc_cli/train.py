@@ -18,6 +18,7 @@ from sklearn.mixture import GaussianMixture
 
 from dgc_cli import distributed
 from dgc_cli.model import LOG_SIGMA2_Q_BOUND, DGCModel, response_group_evidence
+from dgc_cli.rows import Rows, as_rows
 
 Callback = Callable[[dict], None]
 MAX_PRIOR_ROWS = 200_000  # the mixture prior's start is fitted on at most this many rows
@@ -84,13 +85,14 @@ def adam(params, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr)
 
 
-def pretrain(model: DGCModel, x: torch.Tensor, sched: Schedule, generator, callback=None,
+def pretrain(model: DGCModel, x: torch.Tensor | Rows, sched: Schedule, generator, callback=None,
              y=None, groups=None):
     """Autoencoder pre-training through the encoder means. With a y-first start (``y`` and
     ``groups``, as in ``train``) the heads learn y too, each row through the clusters of its
     response group, so that z keeps what the groups' responses need."""
     if sched.pretrain_epochs <= 0 or not sched.use_decoder:
         return
+    x = as_rows(x)
     guided = y is not None and groups is not None and sched.use_y
     prefixes = ("encoder", "to_mu", "decoder") + (("head",) if guided else ())
     params = [p for n, p in model.named_parameters() if n.startswith(prefixes)]
@@ -98,12 +100,14 @@ def pretrain(model: DGCModel, x: torch.Tensor, sched: Schedule, generator, callb
     net = distributed.wrap(model)
     for epoch in range(sched.pretrain_epochs):
         total = torch.zeros(2, device=x.device)
-        for idx in batches(len(x), sched.batch_size, generator, x.device):
+        for idx in batches(len(x), sched.batch_size, generator, x.index_device):
+            xb = x.take(idx)
+            idx = idx.to(x.device)
             yb = evidence = None
             if guided:
                 yb, evidence = y[idx], response_group_evidence(groups[0][idx], groups[1])
             with autocast(x.device, sched.precision):
-                loss = -net(x[idx], yb, y_weight=sched.y_weight, pretrain=True,
+                loss = -net(xb, yb, y_weight=sched.y_weight, pretrain=True,
                             log_p_g_given_c=evidence).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -116,12 +120,13 @@ def pretrain(model: DGCModel, x: torch.Tensor, sched: Schedule, generator, callb
 
 
 @torch.no_grad()
-def latent_means(model: DGCModel, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+def latent_means(model: DGCModel, x: torch.Tensor | Rows, batch_size: int = 4096) -> torch.Tensor:
     """mu~(x) for every row, written batch by batch into one tensor (kept per-batch outputs
     between freed activations would fragment the heap: +196 MB RSS for 40 MB on 1M rows)."""
+    x = as_rows(x)
     out = torch.empty(len(x), model.latent_dim, device=x.device)
     for i in range(0, len(x), batch_size):
-        out[i:i + batch_size] = model.encode(x[i:i + batch_size])[0]
+        out[i:i + batch_size] = model.encode(x.slice(i, i + batch_size))[0]
     return out
 
 
@@ -151,7 +156,7 @@ def _diag_gmm(z: np.ndarray, k: int, seed: int) -> GaussianMixture:
 
 
 @torch.no_grad()
-def init_prior(model: DGCModel, x: torch.Tensor, strategy: str, seed: int, y_codes=None,
+def init_prior(model: DGCModel, x: torch.Tensor | Rows, strategy: str, seed: int, y_codes=None,
                var_spread: float = 0.0, cluster_groups: np.ndarray | None = None):
     """Set (pi, mu, sigma2) of the mixture prior.
 
@@ -230,7 +235,7 @@ def _fit_prior(model: DGCModel, z: np.ndarray, strategy: str, seed: int, y_codes
     model.pi_logits.copy_(torch.as_tensor(np.log(weights), dtype=torch.float32))
 
 
-def train(model: DGCModel, x: torch.Tensor, y, sched: Schedule, generator, callback=None,
+def train(model: DGCModel, x: torch.Tensor | Rows, y, sched: Schedule, generator, callback=None,
           history=None, epoch_offset=0, groups=None):
     """Adam on minus the regularised ELBO; returns the per-epoch history of mean terms.
 
@@ -240,6 +245,7 @@ def train(model: DGCModel, x: torch.Tensor, y, sched: Schedule, generator, callb
     decides (a continuous y gives no class for the heads to start from).
     """
     history = [] if history is None else history
+    x = as_rows(x)
     opt = adam(model.parameters(), sched.lr)
     decay = torch.optim.lr_scheduler.StepLR(opt, step_size=max(sched.lr_decay_every, 1),
                                             gamma=sched.lr_decay)
@@ -255,13 +261,15 @@ def train(model: DGCModel, x: torch.Tensor, y, sched: Schedule, generator, callb
         model.train()
         sums = torch.zeros(5, device=x.device)  # the five terms, summed over the epoch's rows
         rows = 0
-        for idx in batches(len(x), sched.batch_size, generator, x.device):
+        for idx in batches(len(x), sched.batch_size, generator, x.index_device):
+            xb = x.take(idx)
+            idx = idx.to(x.device)
             yb = y[idx] if (y is not None and sched.use_y) else None
             evidence = None
             if groups is not None and yb is not None and epoch < sched.warmup_epochs:
                 evidence = response_group_evidence(groups[0][idx], groups[1])
             with autocast(x.device, sched.precision):
-                terms = net(x[idx], yb, sched.mc_samples, sched.entropy_reg, sched.y_weight,
+                terms = net(xb, yb, sched.mc_samples, sched.entropy_reg, sched.y_weight,
                             sched.use_decoder, log_p_g_given_c=evidence, generator=noise)
             loss = -terms.elbo.mean()
             opt.zero_grad(set_to_none=True)

@@ -27,7 +27,7 @@ Precision = Annotated[str, typer.Option(
     "the mixture math in float32.")]
 Jobs = Annotated[int, typer.Option(
     "--jobs", "-j", help="DGC's restarts (or init strategies) trained at once in threads on the "
-    "CPU; -1: one per core. Same result for any value, with one intra-op thread each.")]
+    "CPU; -1: one per core. The same runs for any value, up to float rounding.")]
 Threads = Annotated[int | None, typer.Option(
     min=1, help="CPU threads for torch and scikit-learn; 1 is fastest on a busy shared machine.")]
 

@@ -1,0 +1,104 @@
+"""Where the training rows live while a model trains.
+
+On the CPU they are the caller's array itself (no copy). On a GPU they move there once when
+they fit in a share of its free memory; otherwise they stay in host memory, and each batch is
+gathered into one of two pinned staging buffers and copied over without blocking the host, so
+the gather of the next batch overlaps the copy (and the step) of this one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+RESIDENT_SHARE = 0.5  # rows stay on a GPU when they take at most this share of its free memory
+
+
+def fits_on_device(nbytes: int, device: torch.device) -> bool:
+    """Whether ``nbytes`` of rows should live on ``device``: always on the CPU (the rows are the
+    array itself) and on MPS (memory is unified); on CUDA, if they take at most
+    ``RESIDENT_SHARE`` of the free memory, leaving the rest to activations and the optimiser."""
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= RESIDENT_SHARE * free
+
+
+class Rows:
+    """Rows of x for training on ``device``: ``take(idx)`` and ``slice(i, j)`` return batches
+    there, ``index_device`` is where batch indices should be made.
+
+    ``resident`` None decides by ``fits_on_device``; False keeps the rows in host memory (on
+    the CPU this exercises the same staging path, without pinning, for tests).
+    """
+
+    def __init__(self, x, device, resident: bool | None = None):
+        self.device = torch.device(device)
+        host = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+        if resident is None:
+            resident = fits_on_device(host.nelement() * host.element_size(), self.device)
+        self.resident = resident
+        self.data = host.to(self.device) if resident else host.cpu()
+        self._pin = not resident and self.device.type == "cuda"
+        self._staging: list[torch.Tensor] = []
+        self._copied = [torch.cuda.Event() for _ in range(2)] if self._pin else []
+        self._turn = 0
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.data.shape
+
+    @property
+    def index_device(self) -> torch.device:
+        return self.device if self.resident else torch.device("cpu")
+
+    def numpy(self) -> np.ndarray:
+        return self.data.cpu().numpy()
+
+    def take(self, idx: torch.Tensor) -> torch.Tensor:
+        """The rows ``idx`` (a tensor of positions) on the training device."""
+        if self.resident:
+            return self.data[idx]
+        buffer = self._buffer(len(idx))
+        torch.index_select(self.data, 0, idx.cpu(), out=buffer)
+        return self._send(buffer)
+
+    def slice(self, start: int, stop: int) -> torch.Tensor:
+        """Rows ``start:stop`` on the training device."""
+        if self.resident:
+            return self.data[start:stop]
+        part = self.data[start:stop]
+        return self._send(self._buffer(len(part)).copy_(part))
+
+    def _buffer(self, n: int) -> torch.Tensor:
+        """The staging buffer of this turn, ``n`` rows long, once its last copy has finished."""
+        if len(self._staging) < 2 or len(self._staging[self._turn]) < n:
+            shape = (n, *self.data.shape[1:])
+            fresh = torch.empty(shape, dtype=self.data.dtype, pin_memory=self._pin)
+            if len(self._staging) < 2:
+                self._staging.append(fresh)
+                self._turn = len(self._staging) - 1
+            else:
+                self._staging[self._turn] = fresh
+        if self._pin:
+            self._copied[self._turn].synchronize()  # the copy that last read this buffer
+        return self._staging[self._turn][:n]
+
+    def _send(self, buffer: torch.Tensor) -> torch.Tensor:
+        turn, self._turn = self._turn, 1 - self._turn
+        if not self._pin:  # host training: a copy, as the buffer is reused two batches on
+            return buffer.clone()
+        out = buffer.to(self.device, non_blocking=True)
+        self._copied[turn].record()
+        return out
+
+
+def as_rows(x, device=None) -> Rows:
+    """``x`` as Rows: already Rows, or a tensor (resident where it is, or on ``device``)."""
+    if isinstance(x, Rows):
+        return x
+    x = torch.as_tensor(x)
+    return Rows(x, device or x.device, resident=True)
