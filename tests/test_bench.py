@@ -280,27 +280,17 @@ def test_benchmark_scripts_wrap_the_commands(name, monkeypatch, capsys):
     assert "--out" in capsys.readouterr().out
 
 
-def test_bench_precision_is_passed_on_and_recorded(tmp_path):
+@pytest.mark.parametrize("flag, value, recorded, bad, message", [
+    ("--precision", "bf16", '"precision": "bf16"', "16", "unknown precision '16'; use 32 or bf16"),
+    ("--jobs", "3", '"n_jobs": 3', "0", "must be at least 1, or -1 for one per core")])
+def test_bench_option_is_passed_on_and_recorded(tmp_path, flag, value, recorded, bad, message):
     out = tmp_path / "res"
     args = ["pacman", "--seeds", "1", "--epochs", "1", "--n-per-annulus", "200",
             "--n-train-per-annulus", "150", "--threads", "1", "--out", str(out)]
-    result = runner.invoke(bench_app, [*args, "--precision", "bf16"])
+    result = runner.invoke(bench_app, [*args, flag, value])
     assert result.exit_code == 0, result.output
     written = load_written(out, "pacman-reduced")
-    assert "--precision bf16" in written["command"]
-    assert '"precision": "bf16"' in json.dumps(written)  # the settings the models were fitted with
-    result = runner.invoke(bench_app, [*args, "--precision", "16"])
-    assert result.exit_code == 2 and "unknown precision '16'; use 32 or bf16" in result.output
-
-
-def test_bench_jobs_is_passed_on_and_recorded(tmp_path):
-    out = tmp_path / "res"
-    args = ["pacman", "--seeds", "1", "--epochs", "1", "--n-per-annulus", "200",
-            "--n-train-per-annulus", "150", "--threads", "1", "--out", str(out)]
-    result = runner.invoke(bench_app, [*args, "--jobs", "3"])
-    assert result.exit_code == 0, result.output
-    written = load_written(out, "pacman-reduced")
-    assert "--jobs 3" in written["command"]
-    assert '"n_jobs": 3' in json.dumps(written)  # the settings the models were fitted with
-    result = runner.invoke(bench_app, [*args, "--jobs", "0"])
-    assert result.exit_code == 2 and "must be at least 1, or -1 for one per core" in result.output
+    assert f"{flag} {value}" in written["command"]
+    assert recorded in json.dumps(written)  # the settings the models were fitted with
+    result = runner.invoke(bench_app, [*args, flag, bad])
+    assert result.exit_code == 2 and message in result.output
