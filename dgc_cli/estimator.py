@@ -290,6 +290,10 @@ class DGC:
         self.head_meta_ = HEADS[self.task_].fit_response(y)
         if self.task_ == "categorical":
             self.classes_ = np.asarray(self.head_meta_["classes"])
+            unseen = ~np.isin(y_sel, self.classes_) if y_sel is not y else np.zeros(0, bool)
+            if unseen.any():
+                raise ValueError(f"selection_data holds response value {y_sel[unseen][0].item()!r}, "
+                                 "which the training rows do not have")
         sched = self._schedule(len(X), X.ndim == 4)
         self.schedule_ = sched
         resident = self._resident(X.nbytes + (X_sel.nbytes if X_sel is not X else 0))
@@ -335,9 +339,11 @@ class DGC:
 
     def _resident(self, nbytes: int) -> bool:
         """Whether the rows move to the training device (``rows_on_device``; auto: when they
-        fit, see ``dgc_cli.rows``) or stay in host memory, sent over batch by batch."""
+        fit on every rank, see ``dgc_cli.rows``) or stay in host memory, sent over batch by
+        batch."""
         if self.rows_on_device == "auto":
-            return fits_on_device(nbytes, self.device_)
+            fits = fits_on_device(nbytes, self.device_)
+            return bool(distributed.min_over_ranks(int(fits), self.device_))
         if not isinstance(self.rows_on_device, bool):
             raise ValueError(f"rows_on_device={self.rows_on_device!r} must be 'auto', True or False")
         return self.rows_on_device
@@ -366,20 +372,23 @@ class DGC:
         """
         def build(run_seed):  # torch's global RNG initialises the weights: one run at a time
             torch.manual_seed(run_seed)
-            np.random.seed(run_seed % 2**32)
             return self._build(self._config()).to(self.device_)
+
+        held_out = selection_rows[0] is not xt
 
         def run(index, model):
             strategy, run_seed = runs[index]
+            # staging buffers of its own, for rows kept in host memory (dgc_cli.rows)
+            rows, scored = xt.view(), (selection_rows[0].view(), selection_rows[1])
             events = None
             if callback:
                 def events(event):
                     with lock:
                         callback({**event, "run": index})
-            history = self._fit_once(model, strategy, xt, y, sched, run_seed, events)
+            history = self._fit_once(model, strategy, rows, y, sched, run_seed, events)
             report = {"init": strategy, "seed": run_seed,
-                      "selection_rows": "held out" if selection_rows[0] is not xt else "training",
-                      **self._selection_scores(model, *selection_rows, run_seed)}
+                      "selection_rows": "held out" if held_out else "training",
+                      **self._selection_scores(model, *scored, run_seed)}
             return model, history, report
 
         lock = threading.Lock()

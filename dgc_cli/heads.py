@@ -119,7 +119,9 @@ class CategoricalHead(TaskHead):
         index = np.clip(index, 0, len(classes) - 1)
         unknown = classes[index] != y
         if unknown.any():
-            raise ValueError(f"response value {y[unknown][0]!r} was not seen in training")
+            value = y[unknown][0]
+            value = value.item() if hasattr(value, "item") else value  # 'c', not np.str_('c')
+            raise ValueError(f"response value {value!r} was not seen in training")
         return torch.as_tensor(index, dtype=torch.long)
 
     def forward(self, z):

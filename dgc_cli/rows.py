@@ -8,6 +8,8 @@ the gather of the next batch overlaps the copy (and the step) of this one.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -25,11 +27,12 @@ def fits_on_device(nbytes: int, device: torch.device) -> bool:
 
 
 class Rows:
-    """Rows of x for training on ``device``: ``take(idx)`` and ``slice(i, j)`` return batches
-    there, ``index_device`` is where batch indices should be made.
+    """Rows of x for training on ``device``: ``take(host_idx, idx)`` and ``slice(i, j)`` return
+    batches there.
 
     ``resident`` None decides by ``fits_on_device``; False keeps the rows in host memory (on
-    the CPU this exercises the same staging path, without pinning, for tests).
+    the CPU this exercises the same staging path, without pinning, for tests). The staging
+    buffers belong to one training loop at a time: runs side by side each take a ``view()``.
     """
 
     def __init__(self, x, device, resident: bool | None = None):
@@ -39,10 +42,19 @@ class Rows:
             resident = fits_on_device(host.nelement() * host.element_size(), self.device)
         self.resident = resident
         self.data = host.to(self.device) if resident else host.cpu()
-        self._pin = not resident and self.device.type == "cuda"
+        self._reset()
+
+    def _reset(self):
+        self._pin = not self.resident and self.device.type == "cuda"
         self._staging: list[torch.Tensor] = []
         self._copied = [torch.cuda.Event() for _ in range(2)] if self._pin else []
         self._turn = 0
+
+    def view(self) -> Rows:
+        """The same rows with staging buffers of their own (for another thread)."""
+        twin = copy.copy(self)
+        twin._reset()
+        return twin
 
     def __len__(self) -> int:
         return len(self.data)
@@ -51,19 +63,16 @@ class Rows:
     def shape(self) -> torch.Size:
         return self.data.shape
 
-    @property
-    def index_device(self) -> torch.device:
-        return self.device if self.resident else torch.device("cpu")
-
     def numpy(self) -> np.ndarray:
         return self.data.cpu().numpy()
 
-    def take(self, idx: torch.Tensor) -> torch.Tensor:
-        """The rows ``idx`` (a tensor of positions) on the training device."""
+    def take(self, host_idx: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """The rows at the positions ``host_idx`` (on the host) or ``idx`` (the same positions
+        on the training device, if at hand) on the training device."""
         if self.resident:
-            return self.data[idx]
-        buffer = self._buffer(len(idx))
-        torch.index_select(self.data, 0, idx.cpu(), out=buffer)
+            return self.data[idx if idx is not None else host_idx.to(self.device)]
+        buffer = self._buffer(len(host_idx))
+        torch.index_select(self.data, 0, host_idx.cpu(), out=buffer)
         return self._send(buffer)
 
     def slice(self, start: int, stop: int) -> torch.Tensor:
@@ -89,10 +98,11 @@ class Rows:
 
     def _send(self, buffer: torch.Tensor) -> torch.Tensor:
         turn, self._turn = self._turn, 1 - self._turn
-        if not self._pin:  # host training: a copy, as the buffer is reused two batches on
-            return buffer.clone()
+        if not self._pin:  # a copy: the buffer is refilled two batches on
+            return buffer.clone() if self.device.type == "cpu" else buffer.to(self.device)
         out = buffer.to(self.device, non_blocking=True)
-        self._copied[turn].record()
+        # the copy runs on the destination's stream, which need not be the current device's
+        self._copied[turn].record(torch.cuda.current_stream(self.device))
         return out
 
 

@@ -55,13 +55,18 @@ def autocast(device: torch.device, precision: str):
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator, device, shuffle=True):
-    """Index slices of a permutation; across ranks, every rank takes the same number of steps
-    over its own shard (a batch of ``batch_size`` rows in all, split between the ranks)."""
+    """(host, device) index slices of a permutation, made on the host and sent to ``device``
+    once per epoch (the two are one tensor on the CPU): rows kept in host memory are gathered
+    with the first, the response with the second, and no step waits on an index copy. Across
+    ranks, every rank takes the same number of steps over its own shard (a batch of
+    ``batch_size`` rows in all, split between the ranks)."""
     local = max(1, batch_size // distributed.world_size())
     steps = distributed.min_over_ranks(-(-n // local), device)
-    order = torch.randperm(n, generator=generator).to(device) if shuffle else torch.arange(n, device=device)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    on_device = order.to(device)
     for step in range(steps):
-        yield order[step * local:(step + 1) * local]
+        rows = slice(step * local, (step + 1) * local)
+        yield order[rows], on_device[rows]
 
 
 def noise_generator(generator: torch.Generator, device) -> torch.Generator:
@@ -100,9 +105,8 @@ def pretrain(model: DGCModel, x: torch.Tensor | Rows, sched: Schedule, generator
     net = distributed.wrap(model)
     for epoch in range(sched.pretrain_epochs):
         total = torch.zeros(2, device=x.device)
-        for idx in batches(len(x), sched.batch_size, generator, x.index_device):
-            xb = x.take(idx)
-            idx = idx.to(x.device)
+        for host_idx, idx in batches(len(x), sched.batch_size, generator, x.device):
+            xb = x.take(host_idx, idx)
             yb = evidence = None
             if guided:
                 yb, evidence = y[idx], response_group_evidence(groups[0][idx], groups[1])
@@ -261,9 +265,8 @@ def train(model: DGCModel, x: torch.Tensor | Rows, y, sched: Schedule, generator
         model.train()
         sums = torch.zeros(5, device=x.device)  # the five terms, summed over the epoch's rows
         rows = 0
-        for idx in batches(len(x), sched.batch_size, generator, x.index_device):
-            xb = x.take(idx)
-            idx = idx.to(x.device)
+        for host_idx, idx in batches(len(x), sched.batch_size, generator, x.device):
+            xb = x.take(host_idx, idx)
             yb = y[idx] if (y is not None and sched.use_y) else None
             evidence = None
             if groups is not None and yb is not None and epoch < sched.warmup_epochs:

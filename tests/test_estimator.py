@@ -186,6 +186,8 @@ def test_runs_are_compared_on_the_held_out_rows_when_given():
         assert kept["log_predictive_y"] == pytest.approx(model.log_predictive_y(xs, ys), abs=1e-5)
     with pytest.raises(ValueError, match="selection_data has shapes"):
         DGC(**params).fit(x[train], y[train], selection_data=(x[held, :3], y[held]))
+    with pytest.raises(ValueError, match="response value 7, which the training rows do not"):
+        DGC(**params).fit(x[train], y[train], selection_data=(x[held], np.full(len(held), 7)))
 
 
 def test_bad_n_jobs_is_a_clear_error():
