@@ -367,10 +367,10 @@ class DGC:
 
         With ``n_jobs`` > 1 the runs train side by side in threads, each with an equal share of
         torch's intra-op threads: a table's networks are too narrow for intra-op threads to keep
-        the cores busy (Pacman, docs/performance.md: two runs side by side take 1.24x the time
-        of one, against 0.95x for one run on two threads). Each run seeds its own network and
-        owns its generators, so the runs do not depend on ``n_jobs`` beyond the float rounding
-        of their share of intra-op threads.
+        the cores busy (Pacman's time to quality, docs/performance.md: three runs side by side
+        1.49x sooner than in turn). Each run seeds its own network and owns its generators, so
+        the runs do not depend on ``n_jobs`` beyond the float rounding of their share of
+        intra-op threads. When one run fails, or on Ctrl-C, the others stop at their next step.
         """
         def build(run_seed):  # torch's global RNG initialises the weights: one run at a time
             torch.manual_seed(run_seed)
@@ -387,13 +387,13 @@ class DGC:
                 def events(event):
                     with lock:
                         callback({**event, "run": index})
-            history = self._fit_once(model, strategy, rows, y, sched, run_seed, events)
+            history = self._fit_once(model, strategy, rows, y, sched, run_seed, events, stop)
             report = {"init": strategy, "seed": run_seed,
                       "selection_rows": "held out" if held_out else "training",
                       **self._selection_scores(model, *scored, run_seed)}
             return model, history, report
 
-        lock = threading.Lock()
+        lock, stop = threading.Lock(), threading.Event()
         jobs = self._jobs(len(runs))
         if jobs == 1:
             for index, (_, run_seed) in enumerate(runs):
@@ -404,11 +404,19 @@ class DGC:
         torch.set_num_threads(max(1, threads // jobs))
         try:
             with ThreadPoolExecutor(jobs, thread_name_prefix="dgc-run") as pool:
-                yield from list(pool.map(run, range(len(runs)), models))
+                futures = [pool.submit(run, i, model) for i, model in enumerate(models)]
+                try:
+                    results = [future.result() for future in futures]
+                except BaseException:  # a run failed, or Ctrl-C: the others stop at their next step
+                    stop.set()
+                    for future in futures:
+                        future.cancel()
+                    raise
         finally:
             torch.set_num_threads(threads)
+        yield from results
 
-    def _fit_once(self, model, strategy, xt, y, sched, seed, callback):
+    def _fit_once(self, model, strategy, xt, y, sched, seed, callback, stop=None):
         generator = torch.Generator().manual_seed(seed)
         distributed.broadcast_parameters(model)
         yt = model.head.encode(y).to(self.device_)
@@ -421,12 +429,12 @@ class DGC:
             if cluster_groups is not None:
                 groups = (torch.as_tensor(y_codes, device=self.device_),
                           torch.as_tensor(cluster_groups, device=self.device_))
-        pretrain(model, xt, sched, generator, callback, yt, groups)
+        pretrain(model, xt, sched, generator, callback, yt, groups, stop)
         init_prior(model, xt, strategy, seed, y_codes, self.init_var_spread, cluster_groups)
         if callback:
             callback({"stage": "init", "epoch": 1, "epochs": 1, "loss": float("nan"),
                       "terms": {}, "init": strategy})
-        return train(model, xt, yt, sched, generator, callback, groups=groups)
+        return train(model, xt, yt, sched, generator, callback, groups=groups, stop=stop)
 
     def _response_groups(self, xt, yt, seed) -> tuple[np.ndarray, int]:
         """Group codes of this rank's rows for the y-first start, and the number of groups:

@@ -21,6 +21,16 @@ from dgc_cli.model import LOG_SIGMA2_Q_BOUND, DGCModel, response_group_evidence
 from dgc_cli.rows import Rows, as_rows
 
 Callback = Callable[[dict], None]
+
+
+class RunStopped(Exception):
+    """A run left its loop because ``stop`` was set (another run failed, or Ctrl-C)."""
+
+
+def check(stop) -> None:
+    """Leave the run at this step if ``stop`` (a threading.Event, or None) is set."""
+    if stop is not None and stop.is_set():
+        raise RunStopped
 MAX_PRIOR_ROWS = 200_000  # the mixture prior's start is fitted on at most this many rows
 
 
@@ -91,7 +101,7 @@ def adam(params, lr: float) -> torch.optim.Adam:
 
 
 def pretrain(model: DGCModel, x: torch.Tensor | Rows, sched: Schedule, generator, callback=None,
-             y=None, groups=None):
+             y=None, groups=None, stop=None):
     """Autoencoder pre-training through the encoder means. With a y-first start (``y`` and
     ``groups``, as in ``train``) the heads learn y too, each row through the clusters of its
     response group, so that z keeps what the groups' responses need."""
@@ -106,6 +116,7 @@ def pretrain(model: DGCModel, x: torch.Tensor | Rows, sched: Schedule, generator
     for epoch in range(sched.pretrain_epochs):
         total = torch.zeros(2, device=x.device)
         for host_idx, idx in batches(len(x), sched.batch_size, generator, x.device):
+            check(stop)
             xb = x.take(host_idx, idx)
             yb = evidence = None
             if guided:
@@ -240,13 +251,14 @@ def _fit_prior(model: DGCModel, z: np.ndarray, strategy: str, seed: int, y_codes
 
 
 def train(model: DGCModel, x: torch.Tensor | Rows, y, sched: Schedule, generator, callback=None,
-          history=None, epoch_offset=0, groups=None):
+          history=None, epoch_offset=0, groups=None, stop=None):
     """Adam on minus the regularised ELBO; returns the per-epoch history of mean terms.
 
     ``groups`` = (row group codes (N), cluster group codes (K)) from a y-first start: for the
     first ``sched.warmup_epochs`` epochs the row's response group is extra evidence in the
     training posterior, so that the heads learn their groups' responses before Eq. 8 alone
-    decides (a continuous y gives no class for the heads to start from).
+    decides (a continuous y gives no class for the heads to start from). A set ``stop``
+    (threading.Event) ends the run at its next step with ``RunStopped``.
     """
     history = [] if history is None else history
     x = as_rows(x)
@@ -266,6 +278,7 @@ def train(model: DGCModel, x: torch.Tensor | Rows, y, sched: Schedule, generator
         sums = torch.zeros(5, device=x.device)  # the five terms, summed over the epoch's rows
         rows = 0
         for host_idx, idx in batches(len(x), sched.batch_size, generator, x.device):
+            check(stop)
             xb = x.take(host_idx, idx)
             yb = y[idx] if (y is not None and sched.use_y) else None
             evidence = None

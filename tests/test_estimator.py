@@ -190,6 +190,28 @@ def test_runs_are_compared_on_the_held_out_rows_when_given():
         DGC(**params).fit(x[train], y[train], selection_data=(x[held], np.full(len(held), 7)))
 
 
+def test_a_failing_run_stops_the_runs_beside_it():
+    """The first failure (or Ctrl-C) surfaces at once: the other runs leave their loops at
+    their next step instead of training on to the end."""
+    events = []
+
+    def callback(event):
+        events.append((event["run"], event["stage"], event["epoch"]))
+        if event["run"] == 0 and event["stage"] == "pretrain":
+            raise RuntimeError("run 0 failed")
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int)
+    model = DGC(n_clusters=2, epochs=300, pretrain_epochs=2, batch_size=25, init="flat",
+                n_init=3, n_jobs=3, device="cpu", random_state=0)
+    with pytest.raises(RuntimeError, match="run 0 failed"):
+        model.fit(x, y, callback)
+    last_epochs = [epoch for run, stage, epoch in events if stage == "train"]
+    assert max(last_epochs, default=0) < 300  # no run trained to its end
+    assert not hasattr(model, "model_")
+
+
 def test_bad_n_jobs_is_a_clear_error():
     with pytest.raises(ValueError, match="n_jobs=0"):
         tiny_fit(0, n_init=2, n_jobs=0)
