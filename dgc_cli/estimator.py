@@ -576,16 +576,20 @@ class DGC:
             raise ValueError(f"this model's task is {self.task_!r}, not {task!r}")
 
     @torch.no_grad()
-    def elbo_terms(self, X, y, batch_size=8192) -> dict:
-        """Mean of each term of the regularised ELBO over the rows (one sample of z)."""
+    @torch.no_grad()
+    def elbo_terms(self, X, y, batch_size=8192, random_state=0) -> dict:
+        """Mean of each term of the regularised ELBO over the rows (``mc_samples`` samples of z
+        per row, drawn from ``random_state``: the same rows give the same value each call)."""
         self._check_fitted()
         X = self._x_array(X)
         yt = self.model_.head.encode(y)
+        noise = noise_generator(torch.Generator().manual_seed(int(random_state)), self.device_)
         sums, n = {}, len(X)
         for i in range(0, n, batch_size):
             xb = torch.as_tensor(X[i:i + batch_size], device=self.device_)
             t = self.model_.terms(xb, yt[i:i + batch_size].to(self.device_), self.mc_samples,
-                                  self.entropy_reg, self.y_weight, self.use_decoder)
+                                  self.entropy_reg, self.y_weight, self.use_decoder,
+                                  generator=noise)
             for k, v in {**t.means(), "elbo": t.elbo.mean()}.items():
                 sums[k] = sums.get(k, 0.0) + v.item() * len(xb)
         return {k: v / n for k, v in sums.items()}

@@ -141,6 +141,13 @@ def test_same_random_state_gives_identical_labels():
     b, _ = tiny_fit(7, init="flat")
     np.testing.assert_array_equal(a.labels_, b.labels_)
     np.testing.assert_array_equal(a.predict_proba(x), b.predict_proba(x))
+    # the ELBO's z samples come from its own seed: the same value each call, whatever
+    # torch's global RNG has done in between
+    y = np.r_[np.zeros(100), np.ones(100)].astype(int)  # tiny_fit's response
+    first = a.score(x, y)
+    torch.randn(1000)
+    assert a.score(x, y) == first == b.score(x, y)
+    assert a.elbo_terms(x, y, random_state=1)["elbo"] != first
 
 
 @pytest.fixture
