@@ -222,7 +222,6 @@ def time_to_quality(rec: Recorder, seed: int, jobs: int, data, x_train, x_test) 
     acc_x = cluster_accuracy(data.c_test, est.predict(x_test))
     reached = acc_y >= 0.999
     s = est.schedule_
-    criteria = [r["criterion"] for r in est.init_report_]
     name = f"time to quality, seed {seed}" + (f", {jobs} runs side by side" if jobs > 1 else "")
     rec.add("pacman", name, seconds if reached else None, "s",
             f">= 3x sooner than the official's first >= 0.99 ({OFFICIAL_TIME_TO_99[0]:.0f}-"
@@ -231,7 +230,7 @@ def time_to_quality(rec: Recorder, seed: int, jobs: int, data, x_train, x_test) 
             test_cluster_accuracy_with_y=round(acc_y, 5),
             test_cluster_accuracy_without_y=round(acc_x, 5),
             run_finished_after_seconds=[round(finished[i] - started, 2) for i in sorted(finished)],
-            kept_run=criteria.index(max(criteria)),
+            kept_run=next(i for i, r in enumerate(est.init_report_) if r["kept"]),
             settings={**PACMAN_DGC, "n_jobs": jobs},
             schedule={"epochs": s.epochs, "pretrain_epochs": s.pretrain_epochs,
                       "batch_size": s.batch_size, "restarts": est.n_init},

@@ -177,6 +177,13 @@ def _print_summary(result, quiet: bool) -> None:
     shown = [f"{name} {fmt(held_out[key])}" for key, name in names.items() if key in held_out]
     if shown:
         out.print(f"held-out ({held_out['rows']} rows): " + ", ".join(shown), soft_wrap=True)
+    runs = result.metrics.get("runs") or []
+    if len(runs) > 1:
+        kept = next(r for r in runs if r.get("kept"))
+        out.print(f"kept run {runs.index(kept) + 1} of {len(runs)} (init {kept['init']}, seed "
+                  f"{kept['seed']}): criterion {fmt(kept['criterion'])} on the "
+                  f"{kept['selection_rows']} rows, others "
+                  + ", ".join(fmt(r["criterion"]) for r in runs if r is not kept), soft_wrap=True)
     if "logrank" in result.metrics:
         out.print("log-rank test across the assigned clusters: "
                   f"p = {fmt(result.metrics['logrank']['p_value'])}")

@@ -314,6 +314,8 @@ class DGC:
             if best is None or report["criterion"] > best[2]["criterion"]:
                 best = (model, history, report)
         self.model_, self.history_, chosen = best
+        for report in self.init_report_:
+            report["kept"] = report is chosen
         self.init_ = chosen["init"]
         self.labels_ = self.predict(X, y)
         return self

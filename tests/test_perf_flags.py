@@ -127,6 +127,8 @@ def test_restarts_train_side_by_side_and_every_run_is_recorded(table, tmp_path):
     config = json.loads((out / "model" / "config.json").read_text())
     assert config["params"]["n_init"] == 3 and config["params"]["n_jobs"] == 2
     assert config["init_report"] == runs
+    kept = [r for r in runs if r["kept"]]
+    assert len(kept) == 1 and kept[0]["criterion"] == max(r["criterion"] for r in runs)
     assert all(np.isfinite(r["criterion"]) for r in runs)
     assert len({r["elbo"] for r in runs}) == 3  # three seeds, three different runs
 
