@@ -196,19 +196,26 @@ class Log:
                 task = progress.add_task(label, total=None)
 
                 def update(event):
-                    progress.update(task, description=f"{label} {event['stage']}",
+                    progress.update(task, description=f"{label}{_run(event)} {event['stage']}",
                                     completed=event["epoch"], total=event["epochs"])
                 yield update
             return
         started = time.time()
 
         def line(event):
+            name = f"{label}{_run(event)}"
             if event["stage"] == "init":
-                self.console.print(f"  {label} mixture initialised ({event.get('init')})")
+                self.console.print(f"  {name} mixture initialised ({event.get('init')})")
             elif event["epoch"] % 10 == 0 or event["epoch"] == event["epochs"]:
-                self.console.print(f"  {label} {event['stage']} {event['epoch']}/{event['epochs']}"
+                self.console.print(f"  {name} {event['stage']} {event['epoch']}/{event['epochs']}"
                                    f" loss {event['loss']:.4g} ({time.time() - started:.0f} s)")
         yield line
+
+
+def _run(event: dict) -> str:
+    """' run N' for a fit's second and later runs (restarts and init strategies, which may
+    train side by side), so that interleaved progress lines say whose they are."""
+    return f" run {event['run'] + 1}" if event.get("run") else ""
 
 
 def fit_dgc(log: Log, label: str, params: dict, x, y, seed: int, device: str):
