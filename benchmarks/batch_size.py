@@ -60,6 +60,7 @@ def main(argv=None) -> dict:
     payload = {"bench": "batch-size", "command": "python benchmarks/batch_size.py"
                + ("" if argv is None and len(sys.argv) == 1 else " " + " ".join(sys.argv[1:] if argv is None else argv)),
                "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+               "reduced": args.rows < 200_000,  # the full run is 200,000 rows
                "rows": args.rows, "training_rows": int(0.8 * args.rows), "torch_threads": args.threads,
                "data": "make_two_groupings(n=rows, random_state=0): the response follows the weak "
                        "grouping B; accuracies are against B on the last 20 % of rows",
