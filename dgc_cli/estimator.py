@@ -61,6 +61,11 @@ def infer_task(y) -> str:
     return "continuous"
 
 
+def _y_array(y) -> np.ndarray:
+    """A response as a numpy array (pandas Series and DataFrames included)."""
+    return np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
+
+
 class DGC:
     """Deep Goal-Oriented Clustering (Shi et al.): a VAE with a Gaussian-mixture prior and a
     per-cluster task head p(y|z,c), so that the response y steers which grouping is found.
@@ -178,7 +183,8 @@ class DGC:
     _PARAMS = ("n_clusters", "task", "latent_dim", "encoder", "decoder", "head", "activation",
                "epochs", "pretrain_epochs", "batch_size", "lr", "lr_decay", "lr_decay_every",
                "entropy_reg", "mc_samples", "init", "n_init", "selection", "y_weight",
-               "x_likelihood", "learn_x_variance", "x_log_variance", "init_var_spread", "use_decoder", "use_y", "device", "precision", "compile", "n_jobs",
+               "x_likelihood", "learn_x_variance", "x_log_variance", "init_var_spread",
+               "use_decoder", "use_y", "device", "precision", "compile", "n_jobs",
                "rows_on_device", "random_state")
 
     def get_params(self, deep=True) -> dict:
@@ -266,15 +272,12 @@ class DGC:
         init strategies) are compared, so that the kept run is the one that explains y best
         on rows it was not trained on. Without it (or with no rows), the training rows.
         """
-        X = self._x_array(X)
-        y = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
+        X, y = self._x_array(X), _y_array(y)
         if len(y) != len(X):
             raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
         X_sel, y_sel = X, y
         if selection_data is not None and len(selection_data[0]):
-            X_sel = self._x_array(selection_data[0])
-            y_sel = np.asarray(selection_data[1].to_numpy() if hasattr(selection_data[1], "to_numpy")
-                               else selection_data[1])
+            X_sel, y_sel = self._x_array(selection_data[0]), _y_array(selection_data[1])
             if X_sel.shape[1:] != X.shape[1:] or len(y_sel) != len(X_sel):
                 raise ValueError(f"selection_data has shapes {X_sel.shape} and {y_sel.shape}; "
                                  f"X has rows of shape {X.shape[1:]}, one response per row")

@@ -59,10 +59,6 @@ class Rows:
     def __len__(self) -> int:
         return len(self.data)
 
-    @property
-    def shape(self) -> torch.Size:
-        return self.data.shape
-
     def numpy(self) -> np.ndarray:
         return self.data.cpu().numpy()
 
@@ -106,9 +102,9 @@ class Rows:
         return out
 
 
-def as_rows(x, device=None) -> Rows:
-    """``x`` as Rows: already Rows, or a tensor (resident where it is, or on ``device``)."""
+def as_rows(x) -> Rows:
+    """``x`` as Rows: already Rows, or a tensor, resident where it is."""
     if isinstance(x, Rows):
         return x
     x = torch.as_tensor(x)
-    return Rows(x, device or x.device, resident=True)
+    return Rows(x, x.device, resident=True)
