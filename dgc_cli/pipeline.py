@@ -656,7 +656,8 @@ def fit_table(data: str | os.PathLike | None, settings: FitSettings, out: str | 
         profiles = report.write_report(tmp, report.ReportInput(
             title=f"DGC clusters of {Path(source).name}", source=source, task=task,
             response=response, labels=labels, x=x_all, feature_names=pre.feature_names_out,
-            preprocessor=pre.to_dict(), y=labelled[response], latent=model.transform(x_all),
+            preprocessor=pre.to_dict(), y=labelled[response],
+            latent=model.transform(x_all[report.latent_rows(len(x_all))]),
             history=list(getattr(model, "history_", []) or []), metrics=metrics,
             k_selection=k_table, k_reason=k_reason, warnings=warnings))
     return FitResult(out, k, task, reason, metrics, profiles, k_table, k_reason, warnings)
@@ -763,7 +764,7 @@ def report_table(model_dir, data, out: str | os.PathLike, device: str = "auto") 
         report.write_report(tmp, report.ReportInput(
             title=f"DGC clusters of {Path(source).name}", source=source, task=task,
             response=response, labels=labels, x=x, feature_names=pre.feature_names_out,
-            preprocessor=pre.to_dict(), y=y, latent=model.transform(x),
+            preprocessor=pre.to_dict(), y=y, latent=model.transform(x[report.latent_rows(len(x))]),
             history=list(model.history_ or []), metrics=metrics,
             k_selection=schema.get("k_selection"), k_reason=schema.get("k_reason"),
             warnings=[] if use else ["the table has no response column: clusters are from "

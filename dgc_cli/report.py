@@ -32,7 +32,7 @@ class ReportInput:
     feature_names: list[str]
     preprocessor: dict             # TablePreprocessor.to_dict(), to show numerics in their units
     y: pd.DataFrame | None         # the response column(s), or None when the table has none
-    latent: np.ndarray             # latent means, n x J
+    latent: np.ndarray             # latent means of the rows latent_rows(n) picks, m x J
     history: list[dict]
     metrics: dict
     k_selection: list[dict] | None = None
@@ -288,10 +288,20 @@ def plot_history(history: list[dict]) -> bytes | None:
     return _png(fig)
 
 
-def plot_latent(latent: np.ndarray, labels: np.ndarray, k: int, max_points: int = 5000) -> bytes:
-    if len(latent) > max_points:  # a readable map, drawn quickly
-        keep = np.random.default_rng(0).choice(len(latent), max_points, replace=False)
-        latent, labels = latent[keep], labels[keep]
+LATENT_POINTS = 5000  # a readable latent map, drawn quickly
+
+
+def latent_rows(n: int, max_points: int = LATENT_POINTS) -> np.ndarray:
+    """The rows the latent map draws: every row, or a seeded sample of ``max_points``. Only
+    these need encoding (on 1M rows: 40 MB and seconds saved)."""
+    if n <= max_points:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, max_points, replace=False))
+
+
+def plot_latent(latent: np.ndarray, labels: np.ndarray, k: int) -> bytes:
+    """``latent``: the latent means of the rows ``latent_rows(len(labels))``."""
+    labels = labels[latent_rows(len(labels))]
     if latent.shape[1] >= 2:
         from sklearn.decomposition import PCA
 

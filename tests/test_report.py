@@ -3,7 +3,13 @@
 import numpy as np
 import pandas as pd
 
-from dgc_cli.report import cluster_moments, standardised_differences
+from dgc_cli.report import (
+    LATENT_POINTS,
+    cluster_moments,
+    latent_rows,
+    plot_latent,
+    standardised_differences,
+)
 
 
 def direct_smd(x, labels, k):
@@ -42,3 +48,13 @@ def test_class_mix_matches_a_crosstab_and_leaves_empty_clusters_at_zero():
     assert names == list(expected.columns) == ["10", "3", "7"]
     np.testing.assert_allclose(shares[:3], expected.to_numpy())
     np.testing.assert_array_equal(shares[3], 0.0)
+
+
+def test_the_latent_map_encodes_only_the_rows_it_draws():
+    np.testing.assert_array_equal(latent_rows(10), np.arange(10))
+    rows = latent_rows(3 * LATENT_POINTS)
+    assert len(rows) == LATENT_POINTS and (np.diff(rows) > 0).all() and rows[-1] < 3 * LATENT_POINTS
+    np.testing.assert_array_equal(rows, latent_rows(3 * LATENT_POINTS))  # seeded
+    labels = np.arange(3 * LATENT_POINTS) % 3
+    latent = np.random.default_rng(0).normal(size=(LATENT_POINTS, 4))
+    assert plot_latent(latent, labels, 3)[:8] == b"\x89PNG\r\n\x1a\n"
