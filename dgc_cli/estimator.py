@@ -13,7 +13,7 @@ import json
 import math
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,15 @@ from dgc_cli.mixreg import fit_response_groups
 from dgc_cli.model import DGCModel, log_p_y_given_x
 from dgc_cli.nets import as_spec
 from dgc_cli.rows import Rows, fits_on_device
-from dgc_cli.train import Schedule, group_clusters, init_prior, noise_generator, pretrain, train
+from dgc_cli.train import (
+    Schedule,
+    group_clusters,
+    init_prior,
+    noise_generator,
+    pretrain,
+    side_by_side,
+    train,
+)
 
 FORMAT_VERSION = 1
 INIT_STRATEGIES = ("gmm", "flat", "ygmm")
@@ -46,6 +54,19 @@ def resolve_device(device: str) -> torch.device:
     if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
         raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or mps")
     return torch.device(device)
+
+
+def resolve_jobs(n_jobs, n_tasks: int, device: torch.device, compile: bool = False) -> int:
+    """How many fits or runs train at once: ``n_jobs`` (-1: one per CPU core; None: 1), at
+    most one per task; always 1 on an accelerator, across ranks, and with ``compile``."""
+    jobs = 1 if n_jobs is None else n_jobs
+    if isinstance(jobs, bool) or not isinstance(jobs, (int, np.integer)) or (jobs < 1 and jobs != -1):
+        raise ValueError(f"n_jobs={n_jobs!r} must be a positive integer, -1 or None")
+    if jobs == -1:
+        jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if device.type != "cpu" or distributed.active() or compile:
+        return 1
+    return max(1, min(int(jobs), n_tasks))
 
 
 def infer_task(y) -> str:
@@ -356,24 +377,16 @@ class DGC:
         return self.rows_on_device
 
     def _jobs(self, n_runs: int) -> int:
-        """How many runs train at once: ``n_jobs`` (-1: one per CPU core), at most one per run;
-        always 1 on an accelerator, across ranks, and with ``compile``."""
-        jobs = 1 if self.n_jobs is None else self.n_jobs
-        if isinstance(jobs, bool) or not isinstance(jobs, (int, np.integer)) or (jobs < 1 and jobs != -1):
-            raise ValueError(f"n_jobs={self.n_jobs!r} must be a positive integer, -1 or None")
-        if jobs == -1:
-            jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        if self.device_.type != "cpu" or distributed.active() or self.compile:
-            return 1
-        return max(1, min(int(jobs), n_runs))
+        return resolve_jobs(self.n_jobs, n_runs, self.device_, self.compile)
 
     def _runs(self, runs, xt, y, sched, callback, selection_rows):
         """Train and score every (strategy, seed) run; yields (model, history, report) in run order.
 
         With ``n_jobs`` > 1 the runs train side by side in threads, each with an equal share of
         torch's intra-op threads: a table's networks are too narrow for intra-op threads to keep
-        the cores busy (Pacman's time to quality, docs/performance.md: three runs side by side
-        1.49x sooner than in turn). Each run seeds its own network and owns its generators, so
+        the cores busy at large batches (Pacman's time to quality at batch 2,048: 1.49x sooner
+        than in turn); at small batches the steps' Python dispatch holds the interpreter lock
+        and threads gain nothing (docs/performance.md). Each run seeds its own network and owns its generators, so
         the runs do not depend on ``n_jobs`` beyond the float rounding of their share of
         intra-op threads. When one run fails, or on Ctrl-C, the others stop at their next step.
         """
@@ -405,21 +418,8 @@ class DGC:
                 yield run(index, build(run_seed))
             return
         models = [build(run_seed) for _, run_seed in runs]
-        threads = torch.get_num_threads()
-        torch.set_num_threads(max(1, threads // jobs))
-        try:
-            with ThreadPoolExecutor(jobs, thread_name_prefix="dgc-run") as pool:
-                futures = [pool.submit(run, i, model) for i, model in enumerate(models)]
-                try:
-                    results = [future.result() for future in futures]
-                except BaseException:  # a run failed, or Ctrl-C: the others stop at their next step
-                    stop.set()
-                    for future in futures:
-                        future.cancel()
-                    raise
-        finally:
-            torch.set_num_threads(threads)
-        yield from results
+        yield from side_by_side([partial(run, i, model) for i, model in enumerate(models)],
+                                jobs, stop)
 
     def _fit_once(self, model, strategy, xt, y, sched, seed, callback, stop=None):
         generator = torch.Generator().manual_seed(seed)

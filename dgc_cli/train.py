@@ -9,7 +9,9 @@ the epoch's terms are summed on the device and read once at its end.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +33,27 @@ def check(stop) -> None:
     """Leave the run at this step if ``stop`` (a threading.Event, or None) is set."""
     if stop is not None and stop.is_set():
         raise RunStopped
+
+
+def side_by_side(tasks: list[Callable[[], object]], jobs: int, stop: threading.Event) -> list:
+    """Call the no-argument ``tasks`` ``jobs`` at a time in threads, each with an equal share
+    of torch's intra-op threads; their results in order. On the first failure (or Ctrl-C)
+    ``stop`` is set, so that the running tasks leave at their next step (``check``), and the
+    tasks not yet started are dropped."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // jobs))
+    try:
+        with ThreadPoolExecutor(jobs, thread_name_prefix="dgc-run") as pool:
+            futures = [pool.submit(task) for task in tasks]
+            try:
+                return [future.result() for future in futures]
+            except BaseException:
+                stop.set()
+                for future in futures:
+                    future.cancel()
+                raise
+    finally:
+        torch.set_num_threads(threads)
 MAX_PRIOR_ROWS = 200_000  # the mixture prior's start is fitted on at most this many rows
 
 
