@@ -159,8 +159,7 @@ class FitSettings:
                                  f"got {value}")
         if not self.lr > 0:
             raise InputError(f"--lr must be positive, got {self.lr}")
-        if self.jobs < 1 and self.jobs != -1:
-            raise InputError(f"--jobs must be at least 1, or -1 for one per core, got {self.jobs}")
+        check_jobs(self.jobs)
         return self
 
 
@@ -287,6 +286,13 @@ def check_precision(precision) -> str:
     if str(precision) not in PRECISIONS:
         raise InputError(f"unknown precision '{precision}'; use 32 or bf16")
     return str(precision)
+
+
+def check_jobs(jobs: int) -> int:
+    """A --jobs value: at least 1, or -1 for one per core."""
+    if jobs < 1 and jobs != -1:
+        raise InputError(f"--jobs must be at least 1, or -1 for one per core, got {jobs}")
+    return jobs
 
 
 def cpu_has_bf16() -> bool | None:

@@ -54,6 +54,8 @@ def side_by_side(tasks: list[Callable[[], object]], jobs: int, stop: threading.E
                 raise
     finally:
         torch.set_num_threads(threads)
+
+
 MAX_PRIOR_ROWS = 200_000  # the mixture prior's start is fitted on at most this many rows
 
 

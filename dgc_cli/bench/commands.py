@@ -13,7 +13,7 @@ from dgc_cli.bench.mnist import run_mnist
 from dgc_cli.bench.pacman import run_pacman
 from dgc_cli.bench.survival import run_survival
 from dgc_cli.bench.svhn import run_svhn
-from dgc_cli.pipeline import check_precision
+from dgc_cli.pipeline import check_jobs, check_precision
 from dgc_cli.tabular import InputError
 
 # =========================================================================== commands
@@ -53,14 +53,15 @@ def cpu_threads(threads: int | None):
 def _run(function, threads: int | None = None, **kwargs) -> dict:
     """Call a bench; user mistakes (missing files, bad options) become one line and exit 1."""
     log = Log()
-    try:
-        check_precision(kwargs["precision"])  # the same check and message as dgc fit's
-    except InputError as err:
-        raise typer.BadParameter(str(err), param_hint="'--precision'") from None
-    jobs = kwargs.get("jobs", 1)
-    if jobs < 1 and jobs != -1:
-        raise typer.BadParameter(f"must be at least 1, or -1 for one per core, got {jobs}",
-                                 param_hint="'--jobs'")
+    # the same checks and messages as dgc fit's
+    for option, check, value in (("--precision", check_precision, kwargs["precision"]),
+                                 ("--jobs", check_jobs, kwargs.get("jobs", 1))):
+        try:
+            check(value)
+        except InputError as err:
+            # typer names the option itself
+            raise typer.BadParameter(str(err).removeprefix(f"{option} "),
+                                     param_hint=f"'{option}'") from None
     try:
         with cpu_threads(threads):
             return function(log=log, **kwargs)
